@@ -36,8 +36,15 @@ def _bars(rec: LspciDevice) -> list[Bar]:
             continue
         if b.disabled or b.size & (b.size - 1) or b.size < 16:
             continue
-        out.append(Bar(index=b.index, size=b.size, is_64=b.is_64bit,
-                       prefetchable=b.prefetchable, address=b.address))
+        out.append(
+            Bar(
+                index=b.index,
+                size=b.size,
+                is_64=b.is_64bit,
+                prefetchable=b.prefetchable,
+                address=b.address,
+            )
+        )
     return out
 
 
@@ -48,8 +55,10 @@ def topology_from_records(records: list[LspciDevice], source: str = "<lspci>") -
         if rec.secondary_bus is not None:
             key = (rec.domain, rec.secondary_bus)
             if key in by_sec:
-                raise DumpParseError(f"{source}:{rec.line}: bus {rec.secondary_bus:02x} is the "
-                                     f"secondary bus of two bridges")
+                raise DumpParseError(
+                    f"{source}:{rec.line}: bus {rec.secondary_bus:02x} is the "
+                    f"secondary bus of two bridges"
+                )
             by_sec[key] = rec
     buses: dict[tuple[int, int], PciBus] = {}
     made: dict[tuple[int, int, int], PciFunction] = {}
@@ -63,9 +72,14 @@ def topology_from_records(records: list[LspciDevice], source: str = "<lspci>") -
             br = by_sec[key]
             fn = made.get((br.domain, br.bus, pci_devfn(br.device, br.function)))
             return fn.subordinate if fn is not None else None
-        holders = [r for r in by_sec.values() if r.domain == domain and r.secondary_bus
-                   is not None and r.subordinate_bus is not None
-                   and r.secondary_bus < number <= r.subordinate_bus]
+        holders = [
+            r
+            for r in by_sec.values()
+            if r.domain == domain
+            and r.secondary_bus is not None
+            and r.subordinate_bus is not None
+            and r.secondary_bus < number <= r.subordinate_bus
+        ]
         if holders:  # an SR-IOV virtual bus, child of the tightest enclosing bridge's bus
             tight = min(holders, key=lambda r: (r.subordinate_bus or 0) - (r.secondary_bus or 0))
             parent = bus_for(domain, tight.secondary_bus or 0)
@@ -89,8 +103,10 @@ def topology_from_records(records: list[LspciDevice], source: str = "<lspci>") -
             made[(rec.domain, rec.bus, pci_devfn(rec.device, rec.function))] = _add(topo, bus, rec)
         if len(left) == len(pending):
             rec = left[0]
-            raise DumpParseError(f"{source}:{rec.line}: bus {rec.bus:02x} hangs below a bridge "
-                                 "that is not in the dump")
+            raise DumpParseError(
+                f"{source}:{rec.line}: bus {rec.bus:02x} hangs below a bridge "
+                "that is not in the dump"
+            )
         pending = left
     _link_virtfns(records, made)
     topo.enumerate(assign_buses=False, assign_bars=False)
@@ -107,14 +123,30 @@ def _add(topo: Topology, bus: PciBus, rec: LspciDevice) -> PciFunction:
     sriov = None
     if rec.sriov is not None and rec.sriov.total_vfs:
         s = rec.sriov
-        sriov = SriovSpec(total_vfs=s.total_vfs, num_vfs=min(s.num_vfs, s.total_vfs),
-                          vf_offset=max(s.vf_offset, 1), vf_stride=max(s.vf_stride, 1),
-                          vf_device_id=s.vf_device_id or 0, initial_vfs=s.initial_vfs)
+        sriov = SriovSpec(
+            total_vfs=s.total_vfs,
+            num_vfs=min(s.num_vfs, s.total_vfs),
+            vf_offset=max(s.vf_offset, 1),
+            vf_stride=max(s.vf_stride, 1),
+            vf_device_id=s.vf_device_id or 0,
+            initial_vfs=s.initial_vfs,
+        )
     fn = topo.add_function(
-        bus, rec.device, rec.function, pcie_type=ptype, vendor_id=rec.vendor_id or 0,
-        device_id=rec.device_id or 0, class_code=class_code, name=rec.description,
-        acs=acs, msi=rec.has_msi, msix=rec.has_msix, ats=rec.has_ats, sriov=sriov,
-        driver=rec.kernel_driver)
+        bus,
+        rec.device,
+        rec.function,
+        pcie_type=ptype,
+        vendor_id=rec.vendor_id or 0,
+        device_id=rec.device_id or 0,
+        class_code=class_code,
+        name=rec.description,
+        acs=acs,
+        msi=rec.has_msi,
+        msix=rec.has_msix,
+        ats=rec.has_ats,
+        sriov=sriov,
+        driver=rec.kernel_driver,
+    )
     if is_bridge and not fn.is_bridge:  # a conventional bridge printed without a class tag
         fn.is_bridge = True
         fn.subordinate = PciBus(number=-1, domain=bus.domain, parent=bus, self_=fn)
@@ -127,15 +159,19 @@ def _add(topo: Topology, bus: PciBus, rec: LspciDevice) -> PciFunction:
         fn.subordinate.number = rec.secondary_bus if rec.secondary_bus is not None else -1
         fn.config.set(0x18, 1, rec.primary_bus if rec.primary_bus is not None else bus.number)
         fn.config.set(0x19, 1, rec.secondary_bus or 0)
-        fn.config.set(0x1A, 1, rec.subordinate_bus if rec.subordinate_bus is not None
-                      else rec.secondary_bus or 0)
+        fn.config.set(
+            0x1A,
+            1,
+            rec.subordinate_bus if rec.subordinate_bus is not None else rec.secondary_bus or 0,
+        )
         fn.mem_window = rec.mem_window
         fn.pref_window = rec.pref_window
     return fn
 
 
-def _link_virtfns(records: list[LspciDevice],
-                  made: dict[tuple[int, int, int], PciFunction]) -> None:
+def _link_virtfns(
+    records: list[LspciDevice], made: dict[tuple[int, int, int], PciFunction]
+) -> None:
     """pci_iov_virtfn_bus()/devfn(): attach each enabled VF in the dump to its PF."""
     for rec in records:
         if rec.sriov is None or not rec.sriov.num_vfs:

@@ -410,6 +410,9 @@ class Topology:
             for fn in bus.devices:
                 if fn.subordinate is not None:
                     yield from walk(fn.subordinate)
+            for child in bus.children:
+                if child.is_virtual:
+                    yield from walk(child)
 
         for bus in self.root_buses:
             yield from walk(bus)
