@@ -53,9 +53,11 @@ def groups(lspci_file: str | None, example: str, acs_override: str | None, p2p: 
     )
 
     if lspci_file:
-        from passthru.importers.lspci_topology import load_lspci
+        from passthru.importers.lspci_topology import import_warnings, load_lspci
 
         topo = load_lspci(lspci_file)
+        for warning in import_warnings(topo):
+            click.echo(f"passthru: warning: {warning}", err=True)
     else:
         from passthru.scenarios.example_hosts import EXAMPLE_HOSTS
 

@@ -154,6 +154,7 @@ def _add(topo: Topology, bus: PciBus, rec: LspciDevice) -> PciFunction:
     fn.class_name = rec.class_name
     fn.revision = rec.revision or 0
     fn.iommu_group_hint = rec.iommu_group
+    fn.ids_known = rec.vendor_id is not None and rec.device_id is not None
     fn.bars = _bars(rec)
     if fn.subordinate is not None:
         fn.subordinate.number = rec.secondary_bus if rec.secondary_bus is not None else -1
@@ -202,3 +203,14 @@ def load_lspci(path: str) -> Topology:
     except OSError as exc:
         raise DumpParseError(f"{path}: cannot read: {exc.strerror}") from None
     return topology_from_records(parse_lspci(text, source=path), source=path)
+
+
+def import_warnings(topo: Topology) -> list[str]:
+    """What the dump could not tell, so the user knows which answers rest on assumptions."""
+    missing = [fn for fn in topo.functions() if not fn.ids_known]
+    if not missing:
+        return []
+    return [f"{len(missing)} function(s) have no [vvvv:dddd] IDs (the dump was taken without "
+            "-nn): Linux's device quirks (Intel PCH root ports, multifunction NICs, DMA "
+            "aliases) cannot be matched, so those devices may be grouped more coarsely than "
+            "Linux does; take the dump with `sudo lspci -vvv -nn`"]

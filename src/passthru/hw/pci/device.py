@@ -165,6 +165,7 @@ class PciFunction:
         self.mem_window: tuple[int, int] | None = None
         self.pref_window: tuple[int, int] | None = None
         self.iommu_group_hint: int | None = None  # a real host's reported group, if imported
+        self.ids_known = True  # False for a dump taken without -nn (no [vvvv:dddd] tags)
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -267,10 +268,12 @@ class PciFunction:
         return w is not None and w[0] <= addr <= w[1]
 
     def describe(self) -> str:
-        """`class [cccc]: name [vvvv:dddd]`, as `lspci -nn` prints it."""
+        """`class [cccc]: name [vvvv:dddd]`, as `lspci -nn` prints it (tags only if known)."""
+        name = self.name or "Device"
+        if not self.ids_known:
+            return f"{self.class_name or 'Device'}: {name}"
         cls = f"{self.class_name} [{self.class_code >> 8:04x}]" if self.class_name else (
             f"Class [{self.class_code >> 8:04x}]")
-        name = self.name or "Device"
         return f"{cls}: {name} [{self.vendor_id:04x}:{self.device_id:04x}]"
 
     def __repr__(self) -> str:

@@ -166,8 +166,7 @@ class Fabric:
                        request: MemRequest, bus: PciBus) -> tuple[str, AcsFlags | None]:
         """'direct', 'redirect' or 'block' for a peer claim seen from ingress point `hop`."""
         above = bus.self_
-        if not hop.is_pcie or (above is not None and (
-                not above.is_pcie or above.pcie_type == PcieType.PCI_BRIDGE)):
+        if above is not None and (not above.is_pcie or above.pcie_type == PcieType.PCI_BRIDGE):
             return "direct", None  # a shared conventional bus: every device sees the request
         if hop.pcie_type in _DOWNSTREAM_FACING:
             if bus.is_root and (not self.topology.rc_p2p or claim.pcie_type == PcieType.RC_END):
