@@ -92,6 +92,11 @@ def groups(lspci_file: str | None, example: str, acs_override: str | None, p2p: 
         click.echo("\n" + format_p2p(report))
 
 
+from passthru.cli.check import check as _check  # noqa: E402
+
+cli.add_command(_check)
+
+
 def main() -> None:
     sys.exit(cli.main(standalone_mode=True))
 
