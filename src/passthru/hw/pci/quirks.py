@@ -1,6 +1,6 @@
 """Device-specific PCI behaviour that Linux knows by vendor:device (drivers/pci/quirks.c).
 
-Two kinds matter for isolation:
+Three kinds matter for isolation:
 
 * ACS quirks (`pci_dev_acs_enabled[]`): devices that isolate peers without a (correct) ACS
   capability. They describe real hardware behaviour, so the fabric honours them too.
@@ -9,6 +9,10 @@ Two kinds matter for isolation:
   `..._spt_pch_acs()`), which happens whenever an IOMMU driver requested ACS.
 * DMA alias quirks (`quirk_dma_func1_alias`): functions that issue DMA with function 1's
   requester ID, which forces them into one IOMMU group.
+* Intel Root Complex Integrated Endpoints (`pci_quirk_rciep_acs`, every Intel RCiEP): the
+  VT-d spec (r3.1 sec. 3.16) lets them peer only on translated addresses, so Linux treats
+  them as isolated even without an ACS capability (e.g. a Wi-Fi RCiEP sharing a slot with
+  the xHCI gets its own group).
 
 Left out: AMD southbridge quirk (needs the ACPI IVRS table), Cavium, QCOM, Zhaoxin, and quirks
 that only change link or power behaviour.
@@ -73,6 +77,11 @@ DMA_FUNC1_ALIAS_IDS = frozenset(
 
 _MF_MASK = AcsFlags.SV | AcsFlags.TB | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF | AcsFlags.DT
 
+# pci_quirk_rciep_acs(): { PCI_VENDOR_ID_INTEL, PCI_ANY_ID } RCiEPs, isolated for these flags
+# (pci_acs_ctrl_enabled(acs_flags, SV | RR | CR | UF); Linux v5.8, commit "PCI: Add ACS quirk
+# for Intel Root Complex Integrated Endpoints").
+INTEL_RCIEP_ACS_FLAGS = AcsFlags.SV | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF
+
 
 def _is_root_port(dev: PciFunction) -> bool:
     return dev.pcie_type == PcieType.ROOT_PORT
@@ -94,20 +103,26 @@ def mf_endpoint_match(dev: PciFunction) -> bool:
     return (dev.vendor_id, dev.device_id) in MF_ENDPOINT_ACS_IDS
 
 
+def rciep_match(dev: PciFunction) -> bool:
+    """pci_quirk_rciep_acs(): any Intel function of type Root Complex Integrated Endpoint."""
+    return dev.vendor_id == PCI_VENDOR_ID_INTEL and dev.pcie_type == PcieType.RC_END
+
+
 def quirk_effective_acs(dev: PciFunction) -> AcsFlags | None:
     """The ACS behaviour a quirked device really has, or None when no quirk applies.
 
     Used by the fabric. For the PCH ports it is what Linux's enable quirk switched on; for the
     SPT ports, the implemented bits Linux enabled in the dword control register; for the
-    listed multifunction endpoints, no internal peer-to-peer (as if RR and CR were on).
+    listed multifunction endpoints and Intel RCiEPs, no internal peer-to-peer on untranslated
+    addresses (as if RR and CR were on).
     """
     if pch_acs_match(dev):
         return INTEL_PCH_ACS_FLAGS
     if spt_acs_match(dev) and dev.acs_cap_pos:
         cap = dev.acs_registers()[0]  # type: ignore[index]
         return AcsFlags(cap & 0x7F) & INTEL_PCH_ACS_FLAGS
-    if mf_endpoint_match(dev):
-        return AcsFlags.RR | AcsFlags.CR
+    if mf_endpoint_match(dev) or rciep_match(dev):
+        return AcsFlags.RR | AcsFlags.CR  # RCiEP: untranslated peer requests go to the RC
     return None
 
 
@@ -122,6 +137,8 @@ def pci_dev_specific_acs_enabled(dev: PciFunction, acs_flags: AcsFlags) -> int:
         return 0 if flags & ~ctrl else 1
     if mf_endpoint_match(dev):  # pci_quirk_mf_endpoint_acs()
         return 0 if acs_flags & ~_MF_MASK else 1
+    if rciep_match(dev):  # pci_quirk_rciep_acs()
+        return 0 if acs_flags & ~INTEL_RCIEP_ACS_FLAGS else 1
     return -1
 
 
