@@ -1,0 +1,126 @@
+"""A scripted guest kernel: guest code as sim processes on a vCPU.
+
+What is modelled
+    Guest code is a Python generator function taking a :class:`GuestKernel`; ``run`` starts it
+    as a sim process on one vCPU. Every API call is itself a generator and is used with
+    ``yield from`` (one style throughout)::
+
+        def driver(g):
+            buf = g.alloc_dma(4096)
+            yield from g.mmio_write(bar0 + 0x10, buf, 8)
+            yield from g.wait_interrupt(0x41)
+            data = yield from g.read(buf, 64)
+            yield from g.compute(1000)
+
+    ``compute(n)`` retires ``n`` instructions and advances time by ``n / (IPC * f)``
+    (``Costs.guest_ipc``, ``Costs.cpu_mhz``). MMIO reads and writes cost what the region
+    makes them cost (an exit for an emulated device, a PCIe round trip for a passthrough BAR)
+    and each retires one instruction; reading or writing guest RAM retires one instruction per
+    call (the model's granularity). ``wait_interrupt`` halts the vCPU until the vector is
+    pending, consumes it and pays the EOI (an exit unless posted interrupts/APICv are on).
+
+What is left out
+    Guest page tables (GVA = GPA), caches, preemption between processes on one vCPU (several
+    processes on one vCPU interleave at their yields), and a real allocator: ``alloc_dma`` is a
+    bump allocator over guest RAM above ``heap_base`` that never frees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from passthru.errors import OutOfResources
+from passthru.hv.vm import Vm
+from passthru.sim import Process
+
+GuestGen = Generator[Any, Any, Any]
+
+
+class GuestKernel:
+    """The API guest code sees on one vCPU of ``vm``."""
+
+    def __init__(self, vm: Vm, vcpu: int = 0, *, heap_base: int = 1 << 20) -> None:
+        if not 0 <= vcpu < len(vm.vcpus):
+            raise ValueError(f"vm {vm.name!r} has no vcpu {vcpu}")
+        self.vm = vm
+        self.vcpu = vcpu
+        self.env = vm.host.env
+        self.costs = vm.costs
+        self._heap = heap_base
+
+    def __repr__(self) -> str:
+        return f"<GuestKernel vm={self.vm.name!r} vcpu{self.vcpu} heap={self._heap:#x}>"
+
+    @property
+    def retired(self) -> int:
+        return self.vm.vcpus[self.vcpu].retired
+
+    def _retire(self, n: int) -> None:
+        self.vm.vcpus[self.vcpu].retired += n
+
+    def run(self, program: Callable[[GuestKernel], GuestGen]) -> Process:
+        """Start ``program(self)`` as a sim process; its return value is the process value."""
+        return self.env.process(program(self))
+
+    # ------------------------------------------------------------------ memory
+    def alloc_dma(self, size: int, align: int = 4096) -> int:
+        """A guest-physical buffer of ``size`` bytes (a GPA; IOVA = GPA for assigned devices)."""
+        base = -(-self._heap // align) * align
+        if base + size > self.vm.memory_bytes:
+            raise OutOfResources(f"vm {self.vm.name!r}: guest heap cannot fit {size:#x} bytes "
+                                 f"at {base:#x}")
+        self._heap = base + size
+        return base
+
+    def read(self, gpa: int, n: int) -> GuestGen:
+        self._retire(1)
+        return (yield from _now(self.vm.read(gpa, n)))
+
+    def write(self, gpa: int, data: bytes) -> GuestGen:
+        self._retire(1)
+        self.vm.write(gpa, data)
+        return (yield from _now(None))
+
+    # ------------------------------------------------------------------ MMIO
+    def mmio_read(self, gpa: int, size: int = 4) -> GuestGen:
+        self._retire(1)
+        value, cost = self.vm.mmio_read(self.vcpu, gpa, size)
+        if cost:
+            yield cost
+        return value
+
+    def mmio_write(self, gpa: int, value: int, size: int = 4) -> GuestGen:
+        self._retire(1)
+        cost = self.vm.mmio_write(self.vcpu, gpa, value, size)
+        if cost:
+            yield cost
+
+    # ------------------------------------------------------------------ time and interrupts
+    def compute(self, n_instructions: int) -> GuestGen:
+        if n_instructions < 0:
+            raise ValueError(f"compute({n_instructions}): instruction count must be >= 0")
+        self._retire(n_instructions)
+        ns = self.costs.instructions_ns(n_instructions)
+        if ns:
+            yield ns
+
+    def wait_interrupt(self, vector: int) -> GuestGen:
+        """Halt until ``vector`` is pending; consume it, then EOI. Returns the vector."""
+        cpu = self.vm.vcpus[self.vcpu]
+        while vector not in cpu.pending:
+            ev = self.env.event()
+            cpu.waiters[vector] = ev
+            yield ev
+        cpu.pending.discard(vector)
+        self._retire(1)  # the EOI write
+        cost = self.vm.eoi_cost(posted=self.vm.host.posted_interrupts)
+        if cost:
+            yield cost
+        return vector
+
+
+def _now(value: Any) -> GuestGen:
+    """A zero-time step that returns ``value`` (keeps every API call a generator)."""
+    return value
+    yield  # pragma: no cover - makes this a generator

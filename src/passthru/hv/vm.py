@@ -1,0 +1,339 @@
+"""A virtual machine: guest RAM backed by host frames, pinned vCPUs, MMIO regions, inputs.
+
+What is modelled
+    - Guest RAM at GPA ``[0, memory_bytes)`` backed by host frames: 2 MiB frames where the
+      range allows (like a THP/hugetlbfs backed guest), 4 KiB frames for the tail. The
+      GPA->HPA map is two dicts (2 MiB and 4 KiB granules); ``gpa_to_hpa`` walks them, and
+      ``read``/``write`` split accesses at frame boundaries (what EPT does for the vCPU).
+    - vCPUs pinned 1:1 to host cores; each counts retired guest instructions, exits and the
+      interrupts pending in its (virtual) local APIC.
+    - Guest-physical MMIO regions above RAM (``mmio_base``): a region either traps (an
+      emulated device: every access is a VM exit, counted and costed) or is a passthrough BAR
+      mapped by EPT (no exit; the access goes straight to the device model).
+    - ONE choke point for nondeterministic input: :meth:`Vm.inject`. Every MMIO read value,
+      every device write into guest memory and every interrupt delivered to the guest passes
+      through it as an :class:`InputRecord` carrying the vCPU's retired-instruction count;
+      subscribers (record/replay, migration dirty tracking) hook ``vm.input_hooks``.
+
+What is left out
+    EPT tables in host memory (the map is a Python dict), guest page faults, vCPU scheduling
+    (a pinned vCPU owns its core), memory ballooning and hotplug, MMIO regions overlapping RAM,
+    the virtual APIC's priority logic (pending vectors are delivered lowest first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from passthru.errors import ConfigError, OutOfResources
+from passthru.sim import Event
+
+if TYPE_CHECKING:
+    from passthru.hv.host import Host
+
+PAGE_4K = 1 << 12
+PAGE_2M = 1 << 21
+GiB = 1 << 30
+
+
+class InputKind(Enum):
+    MMIO_READ = "mmio_read"  # the value a guest MMIO load returned
+    DMA_WRITE = "dma_write"  # bytes a device (or the hypervisor on its behalf) wrote to RAM
+    INTERRUPT = "interrupt"  # a vector made pending in a vCPU's virtual APIC
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One nondeterministic input reaching the guest, at a vCPU's retired-instruction count."""
+
+    seq: int
+    kind: InputKind
+    vcpu: int
+    icount: int
+    time_ns: int
+    gpa: int | None = None
+    size: int | None = None
+    value: int | None = None  # MMIO read value or interrupt vector
+    data: bytes | None = None  # DMA payload
+
+    def __repr__(self) -> str:
+        where = "" if self.gpa is None else f" gpa={self.gpa:#x}"
+        what = f" value={self.value:#x}" if self.value is not None else ""
+        if self.data is not None:
+            what += f" {len(self.data)}B"
+        return (f"<Input #{self.seq} {self.kind.value} vcpu{self.vcpu} ic={self.icount} "
+                f"t={self.time_ns}{where}{what}>")
+
+
+InputHook = Callable[[InputRecord], None]
+
+
+class MmioHandler(Protocol):
+    def read(self, offset: int, size: int) -> int: ...
+    def write(self, offset: int, value: int, size: int) -> None: ...
+
+
+@dataclass
+class MmioRegion:
+    """A GPA range answered by ``handler``. ``traps``: every access is a VM exit."""
+
+    name: str
+    base: int
+    size: int
+    handler: MmioHandler
+    traps: bool
+    userspace: bool = False  # a trapping access goes out to a userspace device model
+
+    def __repr__(self) -> str:
+        kind = ("exit-userspace" if self.userspace else "exit") if self.traps else "direct"
+        return f"<MmioRegion {self.name} [{self.base:#x}, {self.base + self.size:#x}) {kind}>"
+
+
+@dataclass
+class VmStats:
+    exits: int = 0
+    exit_ns: int = 0
+    mmio_exits: int = 0
+    mmio_direct: int = 0
+    interrupts_injected: int = 0  # via an exit and event injection
+    interrupts_posted: int = 0
+    eoi_exits: int = 0
+    pinned_pages: int = 0  # 4 KiB pages pinned for VFIO
+    pin_ns: int = 0
+
+
+@dataclass
+class Vcpu:
+    index: int
+    core: int
+    retired: int = 0
+    exits: int = 0
+    pending: set[int] = field(default_factory=set)
+    waiters: dict[int | None, Event] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<vCPU{self.index} on core {self.core}, retired={self.retired}>"
+
+
+class Vm:
+    """A guest: RAM, vCPUs, MMIO regions and the input choke point. Made by ``Host.create_vm``."""
+
+    def __init__(self, host: Host, name: str, memory_bytes: int, vcpu_pins: list[int]) -> None:
+        if not isinstance(memory_bytes, int) or memory_bytes <= 0 or memory_bytes % PAGE_4K:
+            raise ConfigError(f"vm {name!r} memory_bytes {memory_bytes!r} must be a positive "
+                              "multiple of 4 KiB")
+        if not vcpu_pins:
+            raise ConfigError(f"vm {name!r} vcpu_pins must name at least one host core")
+        for i, core in enumerate(vcpu_pins):
+            if not isinstance(core, int) or not 0 <= core < host.cores:
+                raise ConfigError(f"vm {name!r} vcpu_pins[{i}]: host core {core!r} does not "
+                                  f"exist (host has cores 0..{host.cores - 1})")
+            owner = host.core_owner.get(core)
+            if owner is not None:
+                raise ConfigError(f"vm {name!r} vcpu_pins[{i}]: host core {core} is already "
+                                  f"pinned by vm {owner!r}")
+        if len(set(vcpu_pins)) != len(vcpu_pins):
+            raise ConfigError(f"vm {name!r} vcpu_pins {vcpu_pins} pins two vCPUs to one core")
+        self.host = host
+        self.name = name
+        self.memory_bytes = memory_bytes
+        self.costs = host.costs
+        self.vcpus = [Vcpu(i, core) for i, core in enumerate(vcpu_pins)]
+        self.stats = VmStats()
+        self.input_hooks: list[InputHook] = []
+        self._seq = 0
+        self._big: dict[int, int] = {}  # gpa >> 21 -> hpa of a 2 MiB frame
+        self._small: dict[int, int] = {}  # gpa >> 12 -> hpa of a 4 KiB frame
+        self._allocate_ram()
+        for core in vcpu_pins:
+            host.core_owner[core] = name
+        self.mmio_base = -(-memory_bytes // GiB) * GiB  # the first GiB boundary above RAM
+        self._mmio_next = self.mmio_base
+        self.mmio_regions: list[MmioRegion] = []
+
+    def __repr__(self) -> str:
+        return (f"<Vm {self.name!r} {self.memory_bytes >> 20} MiB, "
+                f"vcpus={[v.core for v in self.vcpus]}>")
+
+    # ------------------------------------------------------------------ guest RAM
+    def _allocate_ram(self) -> None:
+        frames = self.host.frames
+        big = self.memory_bytes // PAGE_2M
+        try:
+            for i in range(big):
+                self._big[i] = frames.alloc(PAGE_2M)
+            for gpa in range(big * PAGE_2M, self.memory_bytes, PAGE_4K):
+                self._small[gpa >> 12] = frames.alloc(PAGE_4K)
+        except OutOfResources as exc:
+            self._free_ram()
+            raise OutOfResources(f"vm {self.name!r} memory_bytes {self.memory_bytes:#x}: {exc}"
+                                 ) from None
+        for hpa in self._big.values():  # a fresh guest sees zeroed RAM
+            self.host.memory.fill(hpa, PAGE_2M, 0)
+        for hpa in self._small.values():
+            self.host.memory.fill(hpa, PAGE_4K, 0)
+
+    def _free_ram(self) -> None:
+        for hpa in self._big.values():
+            self.host.frames.free(hpa, PAGE_2M)
+        for hpa in self._small.values():
+            self.host.frames.free(hpa, PAGE_4K)
+        self._big.clear()
+        self._small.clear()
+
+    def ram_chunks(self) -> list[tuple[int, int, int]]:
+        """(gpa, hpa, size) of every backing frame, in GPA order."""
+        out = [(i * PAGE_2M, hpa, PAGE_2M) for i, hpa in sorted(self._big.items())]
+        out += [(pfn << 12, hpa, PAGE_4K) for pfn, hpa in sorted(self._small.items())]
+        return out
+
+    def gpa_to_hpa(self, gpa: int) -> int:
+        """The host physical address backing guest physical ``gpa`` (RAM only)."""
+        hpa = self._big.get(gpa >> 21)
+        if hpa is not None:
+            return hpa + (gpa & (PAGE_2M - 1))
+        hpa = self._small.get(gpa >> 12)
+        if hpa is not None:
+            return hpa + (gpa & (PAGE_4K - 1))
+        raise ValueError(f"vm {self.name!r}: gpa {gpa:#x} is not guest RAM "
+                         f"(RAM is [0, {self.memory_bytes:#x}))")
+
+    def _spans(self, gpa: int, length: int) -> list[tuple[int, int]]:
+        if gpa < 0 or length < 0 or gpa + length > self.memory_bytes:
+            raise ValueError(f"vm {self.name!r}: [{gpa:#x}, {gpa + length:#x}) is outside "
+                             f"guest RAM [0, {self.memory_bytes:#x})")
+        spans = []
+        while length:
+            frame = PAGE_2M if (gpa >> 21) in self._big else PAGE_4K
+            n = min(length, frame - (gpa & (frame - 1)))
+            spans.append((self.gpa_to_hpa(gpa), n))
+            gpa += n
+            length -= n
+        return spans
+
+    def read(self, gpa: int, length: int) -> bytes:
+        """Guest RAM as the guest sees it (no input record: the bytes are already there)."""
+        mem = self.host.memory
+        return b"".join(mem.read(hpa, n) for hpa, n in self._spans(gpa, length))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        """A guest store to RAM (the guest's own write; not an input)."""
+        mem = self.host.memory
+        off = 0
+        for hpa, n in self._spans(gpa, len(data)):
+            mem.write(hpa, data[off:off + n])
+            off += n
+
+    def digest(self) -> str:
+        """SHA-256 of guest RAM in GPA order."""
+        h = hashlib.sha256()
+        mem = self.host.memory
+        for _, hpa, size in self.ram_chunks():
+            h.update(mem.read(hpa, size))
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ the choke point
+    def inject(self, kind: InputKind, vcpu: int = 0, **fields: Any) -> InputRecord:
+        """Record one nondeterministic input and hand it to every hook, in order.
+
+        ``vcpu`` is the vCPU whose retired-instruction count stamps the input: the one that
+        issued the MMIO read, the one an interrupt targets, vCPU 0 for DMA.
+        """
+        rec = InputRecord(self._seq, kind, vcpu, self.vcpus[vcpu].retired,
+                          self.host.env.now, **fields)
+        self._seq += 1
+        for hook in self.input_hooks:
+            hook(rec)
+        return rec
+
+    def dma_write(self, gpa: int, data: bytes) -> None:
+        """A device's write already landed at ``gpa``: report it through the choke point."""
+        self.inject(InputKind.DMA_WRITE, 0, gpa=gpa, size=len(data), data=bytes(data))
+
+    # ------------------------------------------------------------------ MMIO
+    def alloc_mmio(self, size: int) -> int:
+        """A GPA window of ``size`` bytes (naturally aligned) above guest RAM."""
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"MMIO window size {size:#x} must be a power of two")
+        base = -(-self._mmio_next // size) * size
+        self._mmio_next = base + size
+        return base
+
+    def add_mmio(self, region: MmioRegion) -> None:
+        for r in self.mmio_regions:
+            if region.base < r.base + r.size and r.base < region.base + region.size:
+                raise ConfigError(f"vm {self.name!r}: MMIO region {region.name} "
+                                  f"[{region.base:#x}, +{region.size:#x}) overlaps {r.name}")
+        self.mmio_regions.append(region)
+
+    def region_at(self, gpa: int) -> MmioRegion:
+        for r in self.mmio_regions:
+            if r.base <= gpa < r.base + r.size:
+                return r
+        raise ValueError(f"vm {self.name!r}: no MMIO region at gpa {gpa:#x}")
+
+    def _account(self, vcpu: int, region: MmioRegion) -> int:
+        c = self.costs
+        if region.traps:
+            cost = c.exit_ns(userspace=region.userspace) + c.mmio_emulate_ns
+            self.vcpus[vcpu].exits += 1
+            self.stats.exits += 1
+            self.stats.mmio_exits += 1
+            self.stats.exit_ns += cost
+            return cost
+        self.stats.mmio_direct += 1
+        return 0
+
+    def mmio_read(self, vcpu: int, gpa: int, size: int) -> tuple[int, int]:
+        """A guest load from MMIO: returns (value, cost in ns). The value is an input."""
+        region = self.region_at(gpa)
+        cost = self._account(vcpu, region) or self.costs.mmio_passthrough_read_ns
+        value = region.handler.read(gpa - region.base, size)
+        self.inject(InputKind.MMIO_READ, vcpu, gpa=gpa, size=size, value=value)
+        return value, cost
+
+    def mmio_write(self, vcpu: int, gpa: int, value: int, size: int) -> int:
+        """A guest store to MMIO: returns its cost in ns."""
+        region = self.region_at(gpa)
+        cost = self._account(vcpu, region) or self.costs.mmio_passthrough_write_ns
+        region.handler.write(gpa - region.base, value, size)
+        return cost
+
+    # ------------------------------------------------------------------ interrupts
+    def deliver_interrupt(self, vcpu: int, vector: int, *, posted: bool) -> None:
+        """Make ``vector`` pending on ``vcpu``: posted (no exit) or injected (one exit)."""
+        c = self.costs
+        if posted:
+            delay = c.posted_delivery_ns
+            self.stats.interrupts_posted += 1
+        else:
+            delay = c.vm_exit_ns + c.interrupt_inject_ns
+            self.stats.interrupts_injected += 1
+            self.stats.exits += 1
+            self.stats.exit_ns += delay
+            self.vcpus[vcpu].exits += 1
+        self.host.env.timeout(delay).add_callback(
+            lambda _ev: self._arrive(vcpu, vector))
+
+    def _arrive(self, vcpu: int, vector: int) -> None:
+        self.inject(InputKind.INTERRUPT, vcpu, value=vector)
+        cpu = self.vcpus[vcpu]
+        cpu.pending.add(vector)
+        for key in (vector, None):
+            ev = cpu.waiters.pop(key, None)
+            if ev is not None:
+                ev.succeed(vector)
+                break
+
+    def eoi_cost(self, *, posted: bool) -> int:
+        """The cost of the guest's EOI: an exit without APIC virtualization (posted: none)."""
+        if posted:
+            return 0
+        self.stats.eoi_exits += 1
+        self.stats.exits += 1
+        self.stats.exit_ns += self.costs.eoi_exit_ns
+        return self.costs.eoi_exit_ns
