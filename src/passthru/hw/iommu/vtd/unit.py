@@ -488,7 +488,12 @@ class DmarUnit:
             if isinstance(t, FaultRecord):
                 return t
             n = min(end, (pos | (t.page_size - 1)) + 1) - pos
-            pieces.append((t.address(pos), n))
+            hpa = t.address(pos)
+            if pieces and pieces[-1][0] + pieces[-1][1] == hpa:
+                # Physically contiguous pages: one memory copy instead of one per page.
+                pieces[-1] = (pieces[-1][0], pieces[-1][1] + n)
+            else:
+                pieces.append((hpa, n))
             pos += n
         return pieces
 
