@@ -1,0 +1,168 @@
+"""Event-dispatch benchmark: an M/M/1 queue on passthru.sim and on SimPy.
+
+One server, Poisson arrivals (mean inter-arrival 10 us), exponential service (mean 8 us,
+load 0.8). Both kernels run the same generator-process model, drawing inter-arrival and
+service times from identically seeded ``passthru.sim.Streams`` and converting them to int
+ns with the same ``round_ns``; SimPy gets the same int delays. Per-customer waiting times
+must be identical, then customers per second are printed for each kernel and their ratio.
+
+    python benchmarks/bench_sim.py              # N = 100000 and 1000000
+    python benchmarks/bench_sim.py 20000 --seed 7 --repeat 5
+
+Times are CPU time of this process, best of ``--repeat`` interleaved runs, so that load
+from other processes on the machine skews neither kernel.
+
+The ``passthru (timeout)`` row is the same model written with ``yield env.timeout(d)`` as
+in SimPy instead of ``yield d``: it shows what the allocation-free delay path buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import time
+from collections.abc import Callable
+
+import simpy
+
+from passthru.sim import Environment, Resource, Streams
+from passthru.sim.units import US, round_ns
+
+MEAN_INTERARRIVAL_NS = 10 * US
+MEAN_SERVICE_NS = 8 * US
+
+
+def _draws(seed: int) -> tuple[Callable[[], int], Callable[[], int]]:
+    """Inter-arrival and service draw functions; identical sequences for identical seeds."""
+    streams = Streams(seed)
+    arrivals = streams.get("mm1.arrivals").expovariate
+    service = streams.get("mm1.service").expovariate
+
+    def next_arrival() -> int:
+        return round_ns(arrivals(1.0) * MEAN_INTERARRIVAL_NS)
+
+    def next_service() -> int:
+        return round_ns(service(1.0) * MEAN_SERVICE_NS)
+
+    return next_arrival, next_service
+
+
+def mm1_passthru(n: int, seed: int) -> list[int]:
+    next_arrival, next_service = _draws(seed)
+    env = Environment()
+    server = Resource(env, capacity=1)
+    waits = [0] * n
+
+    def customer(i: int, service: int):  # type: ignore[no-untyped-def]
+        arrived = env.now
+        with server.request() as req:
+            yield req
+            waits[i] = env.now - arrived
+            yield service
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield next_arrival()
+            env.process(customer(i, next_service()))
+
+    env.process(source())
+    env.run()
+    return waits
+
+
+def mm1_passthru_timeout(n: int, seed: int) -> list[int]:
+    next_arrival, next_service = _draws(seed)
+    env = Environment()
+    server = Resource(env, capacity=1)
+    waits = [0] * n
+
+    def customer(i: int, service: int):  # type: ignore[no-untyped-def]
+        arrived = env.now
+        with server.request() as req:
+            yield req
+            waits[i] = env.now - arrived
+            yield env.timeout(service)
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield env.timeout(next_arrival())
+            env.process(customer(i, next_service()))
+
+    env.process(source())
+    env.run()
+    return waits
+
+
+def mm1_simpy(n: int, seed: int) -> list[int]:
+    next_arrival, next_service = _draws(seed)
+    env = simpy.Environment()
+    server = simpy.Resource(env, capacity=1)
+    waits = [0] * n
+
+    def customer(i: int, service: int):  # type: ignore[no-untyped-def]
+        arrived = env.now
+        with server.request() as req:
+            yield req
+            waits[i] = env.now - arrived
+            yield env.timeout(service)
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield env.timeout(next_arrival())
+            env.process(customer(i, next_service()))
+
+    env.process(source())
+    env.run()
+    return waits
+
+
+def _timed(fn: Callable[[int, int], list[int]], n: int, seed: int) -> tuple[list[int], float]:
+    """Run ``fn`` once; return its waits and the CPU seconds it took."""
+    gc.collect()
+    # CPU time of this process: other load on the machine does not count against either
+    # kernel (it would, with wall-clock time, whichever kernel it happened to overlap).
+    start = time.process_time()
+    waits = fn(n, seed)
+    return waits, time.process_time() - start
+
+
+KERNELS: tuple[tuple[str, Callable[[int, int], list[int]]], ...] = (
+    ("passthru", mm1_passthru),
+    ("passthru (timeout)", mm1_passthru_timeout),
+    ("simpy", mm1_simpy),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="*", type=int, default=[100_000, 1_000_000],
+                        help="numbers of customers (default: 100000 1000000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per kernel, interleaved; the fastest counts (default 3)")
+    args = parser.parse_args(argv)
+
+    print(f"python {platform.python_version()}, simpy {simpy.__version__}, seed {args.seed}")
+    failed = False
+    for n in args.n:
+        best = {label: float("inf") for label, _ in KERNELS}
+        waits: dict[str, list[int]] = {}
+        for _ in range(args.repeat):
+            for label, fn in KERNELS:
+                waits[label], seconds = _timed(fn, n, args.seed)
+                best[label] = min(best[label], seconds)
+        ref = waits["simpy"]
+        same = all(w == ref for w in waits.values())
+        failed |= not same
+        print(f"N = {n}: per-customer waits identical: {'yes' if same else 'NO'} "
+              f"(mean wait {sum(ref) / n / US:.2f} us), best of {args.repeat} (CPU time)")
+        for label, _ in KERNELS:
+            print(f"  {label:<20} {n / best[label]:>12,.0f} customers/s  ({best[label]:.2f} s)")
+        print(f"  ratio passthru/simpy {best['simpy'] / best['passthru']:>11.2f}x"
+              f"   (timeout style {best['simpy'] / best['passthru (timeout)']:.2f}x)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
