@@ -34,6 +34,7 @@ from passthru.hv.iommu_driver import IommuDriver
 from passthru.hv.vm import Vm
 from passthru.hw.frames import FrameAllocator
 from passthru.hw.iommu.vtd.entries import PID_CONTROL, PID_NDST_SHIFT, PID_NV_SHIFT, PID_ON
+from passthru.hw.iommu.vtd.intremap import InterruptResult
 from passthru.hw.iommu.vtd.unit import DmarUnit
 from passthru.hw.memory import HostMemory
 from passthru.hw.pci.device import Bar, PciFunction
@@ -185,8 +186,13 @@ class Host:
         return self._pi_desc[key]
 
     def _route_interrupt(self, res: DmaResult) -> None:
-        intr = res.interrupt
-        assert intr is not None
+        assert res.interrupt is not None
+        self.route_interrupt(res.interrupt)
+
+    def route_interrupt(self, intr: InterruptResult) -> None:
+        """What the CPU side does with an interrupt that got through remapping: post it into
+        (or inject it to) the vCPU its IRTE belongs to. A device model that has already
+        remapped an MSI itself (a cached route, see hv.backends.nvme_paths) calls this."""
         route = self.irq_routes.get(intr.index) if intr.index is not None else None
         if route is None:
             return  # a host interrupt (or compatibility format): not the guests' business
@@ -195,10 +201,14 @@ class Host:
             pda = self._pi_desc[(route.vm.name, route.vcpu)]
             for word in range(4):
                 bits = self.memory.read_u64(pda + 8 * word)
+                if not bits:
+                    continue
                 self.memory.write_u64(pda + 8 * word, 0)
-                for bit in range(64):
-                    if bits >> bit & 1:
-                        route.vm.deliver_interrupt(route.vcpu, word * 64 + bit, posted=True)
+                while bits:  # lowest set bit first, as before
+                    low = bits & -bits
+                    route.vm.deliver_interrupt(route.vcpu, word * 64 + low.bit_length() - 1,
+                                               posted=True)
+                    bits ^= low
             ctl = self.memory.read_u64(pda + PID_CONTROL)
             self.memory.write_u64(pda + PID_CONTROL, ctl & ~PID_ON)
         else:

@@ -1,0 +1,1 @@
+"""Guest drivers: one per device class, unchanged over every assignment backend."""
