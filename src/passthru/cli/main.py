@@ -96,6 +96,27 @@ from passthru.cli.check import check as _check  # noqa: E402
 
 cli.add_command(_check)
 
+from passthru.cli.io import demo as _demo  # noqa: E402
+from passthru.cli.io import run as _run  # noqa: E402
+
+cli.add_command(_demo)
+cli.add_command(_run)
+
+from passthru.cli.audit import audit as _audit  # noqa: E402
+
+cli.add_command(_audit)
+
+from passthru.cli.attacks import attacks as _attacks  # noqa: E402
+from passthru.cli.attacks import containers as _containers  # noqa: E402
+
+cli.add_command(_attacks)
+cli.add_command(_containers)
+
+
+from passthru.cli.reach import reach as _reach  # noqa: E402
+
+cli.add_command(_reach)
+
 
 def main() -> None:
     sys.exit(cli.main(standalone_mode=True))
