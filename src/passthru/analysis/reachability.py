@@ -393,10 +393,12 @@ class _Analysis:
         size = self.mem.size
         unit = self.unit
         if unit is None or not unit.dma.enabled:
-            return None, [Window(0, 0, MSI_WINDOW_BASE, Access(3), Via.UNTRANSLATED),
-                          Window(MSI_WINDOW_BASE, MSI_WINDOW_BASE, MSI_END - MSI_WINDOW_BASE,
-                                 Access.READ if unit is None else Access(0), Via.UNTRANSLATED),
-                          Window(MSI_END, MSI_END, size - MSI_END, Access(3), Via.UNTRANSLATED)]
+            return None, _in_memory([
+                Window(0, 0, MSI_WINDOW_BASE, Access(3), Via.UNTRANSLATED),
+                Window(MSI_WINDOW_BASE, MSI_WINDOW_BASE, MSI_END - MSI_WINDOW_BASE,
+                       Access.READ if unit is None else Access(0), Via.UNTRANSLATED),
+                Window(MSI_END, MSI_END, max(0, size - MSI_END), Access(3), Via.UNTRANSLATED)],
+                size)
         cc = unit.context_cache.entries.get(sid)  # no lookup(): it would touch the LRU order
         if cc is not None:
             tt, did, levels, limit, root = cc.tt, cc.did, cc.levels, cc.limit, cc.slptptr
@@ -411,7 +413,8 @@ class _Analysis:
             return did, _split_msi([Window(0, 0, size, Access(3), Via.IDENTITY, did)])
         key = (did, levels, limit, root)
         if key not in self._domain_cache:
-            self._domain_cache[key] = (did, self._walk_domain(did, levels, limit, root))
+            self._domain_cache[key] = (did, _in_memory(self._walk_domain(did, levels, limit,
+                                                                         root), size))
         return self._domain_cache[key]
 
     def _walk_domain(self, did: int, levels: int, limit: int, root: int) -> list[Window]:
@@ -762,6 +765,19 @@ def _cut(windows: list[Window], gone: RangeSet) -> list[Window]:
             out += _restrict(w, RangeSet.of(w.iova, w.iova + w.size) - gone)
         else:
             out.append(w)
+    return out
+
+
+def _in_memory(windows: list[Window], size: int) -> list[Window]:
+    """Only the parts whose HPAs have memory behind them: the rest of a translation ends in
+    an Unsupported Request at the root complex (PCIe 2.3.1), not in host RAM."""
+    out = []
+    for w in windows:
+        if w.size <= 0 or w.hpa >= size:
+            continue
+        if w.hpa + w.size > size:
+            w = Window(w.iova, w.hpa, size - w.hpa, w.access, w.via, w.domain)
+        out.append(w)
     return out
 
 

@@ -22,7 +22,7 @@ from enum import Enum
 from passthru.hw.iommu.vtd.entries import is_interrupt_address
 from passthru.hw.iommu.vtd.faults import FaultRecord
 from passthru.hw.iommu.vtd.intremap import InterruptResult
-from passthru.hw.iommu.vtd.unit import DmarUnit
+from passthru.hw.iommu.vtd.unit import DmarUnit, NoMemory
 from passthru.hw.memory import HostMemory
 from passthru.hw.pci.device import Bar, PciFunction
 from passthru.hw.pci.fabric import AddressType, Fabric, MemRequest, RouteKind, RouteOutcome
@@ -100,6 +100,8 @@ class Platform:
             self.memory.write(address, data)
             return DmaResult(DmaStatus.MEMORY, route)
         fault = self.iommu.dma_write(source_id, address, bytes(data))
+        if isinstance(fault, NoMemory):
+            return DmaResult(DmaStatus.UNSUPPORTED, route)
         if fault is not None:
             return DmaResult(DmaStatus.FAULT, route, fault=fault)
         return DmaResult(DmaStatus.MEMORY, route)
@@ -128,6 +130,8 @@ class Platform:
         got = self.iommu.dma_read(source_id, address, length)
         if isinstance(got, FaultRecord):
             return DmaResult(DmaStatus.FAULT, route, fault=got)
+        if isinstance(got, NoMemory):
+            return DmaResult(DmaStatus.UNSUPPORTED, route)
         return DmaResult(DmaStatus.MEMORY, route, data=got)
 
     def _interrupt(self, route: RouteOutcome, source_id: int, address: int,

@@ -352,6 +352,19 @@ def test_dma_read_write_helpers_touch_nothing_on_fault(env):
         env.unit.dma_write(SID, 0xFEE0_0000, b"\0" * 4)
 
 
+def test_read_of_the_interrupt_range_is_a_recorded_read_fault(env):
+    # Spec 3.14: the MSI window is not memory. Even an identity mapping over it does not
+    # make it readable: the read is blocked with a read fault, as QEMU reports it.
+    pgd, levels = domain(env)
+    env.tw.map(pgd, levels, 0xFEE0_0000, 0xFEE0_0000)
+    before = env.unit.stats()["faults_recorded"]
+    f = env.unit.dma_read(SID, 0xFEDF_FFF8, 16)  # straddles into the window
+    assert isinstance(f, FaultRecord)
+    assert (f.reason, f.source_id, f.address, f.is_write) == (
+        FaultReason.READ, SID, 0xFEDF_FFF8, False)
+    assert env.unit.stats()["faults_recorded"] == before + 1
+
+
 def test_reset_returns_to_power_on_state(env):
     pgd, levels = domain(env)
     env.tw.map(pgd, levels, 0x1000, 0x5000)

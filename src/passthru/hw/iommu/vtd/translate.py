@@ -181,10 +181,10 @@ class DmaRemapper:
                 return t
             # QEMU vtd_do_iommu_translate: cached access rights deny the request
             reason = FaultReason.WRITE if is_write else FaultReason.READ
-            return self._fault(reason, source_id, iova, is_write, cc.fpd)
+            return self.fault(reason, source_id, iova, is_write, cc.fpd)
         return self._walk(cc, source_id, iova, is_write)
 
-    def _fault(
+    def fault(
         self, reason: FaultReason, source_id: int, iova: int, is_write: bool, fpd: bool = False
     ) -> FaultRecord:
         fault = FaultRecord(reason, source_id, iova, is_write)
@@ -233,10 +233,10 @@ class DmaRemapper:
         got = self.read_context_entry(source_id)
         # The fault records the request's own address and type (spec 7.1.3, FRCD.FI/T).
         if isinstance(got, FaultReason):
-            return self._fault(got, source_id, iova, is_write)
+            return self.fault(got, source_id, iova, is_write)
         reason = self.check_context_entry(got)
         if reason is not None:
-            return self._fault(reason, source_id, iova, is_write, bool(got.lo & CONTEXT_ENTRY_FPD))
+            return self.fault(reason, source_id, iova, is_write, bool(got.lo & CONTEXT_ENTRY_FPD))
         aw = AddressWidth(got.aw)
         cc = CachedContext(source_id, got, aw.levels, min(aw.bits, self.mgaw))
         self.context_cache.insert(cc)
@@ -247,7 +247,7 @@ class DmaRemapper:
     ) -> Translation | FaultRecord:
         """Second-level walk from memory; QEMU vtd_iova_to_slpte."""
         if iova >= cc.limit or iova < 0:
-            return self._fault(FaultReason.ADDR_BEYOND_MGAW, source_id, iova, is_write, cc.fpd)
+            return self.fault(FaultReason.ADDR_BEYOND_MGAW, source_id, iova, is_write, cc.fpd)
         self.walks += 1
         read = self.memory.read_u64
         rsvd = self._rsvd
@@ -261,17 +261,17 @@ class DmaRemapper:
             try:
                 pte = read(addr + ((iova >> shift) & 0x1FF) * 8)
             except IndexError:
-                return self._fault(FaultReason.PAGING_ENTRY_INV, source_id, iova, is_write, cc.fpd)
+                return self.fault(FaultReason.PAGING_ENTRY_INV, source_id, iova, is_write, cc.fpd)
             self.walk_reads += 1
             perms &= pte
             if not pte & need:  # R/W clear: not present or not permitted
                 reason = FaultReason.WRITE if is_write else FaultReason.READ
-                return self._fault(reason, source_id, iova, is_write, cc.fpd)
+                return self.fault(reason, source_id, iova, is_write, cc.fpd)
             large = bool(pte & _PS) and (level == 2 or level == 3)
             if pte & rsvd[level][large] or (
                 large and not (self.large_2m if level == 2 else self.large_1g)
             ):
-                return self._fault(FaultReason.PAGING_ENTRY_RSVD, source_id, iova, is_write, cc.fpd)
+                return self.fault(FaultReason.PAGING_ENTRY_RSVD, source_id, iova, is_write, cc.fpd)
             if level == 1 or large:
                 break
             addr = pte & addr_mask
@@ -283,7 +283,7 @@ class DmaRemapper:
             out = hpa | (iova & (size - 1))
             if MSI_WINDOW_BASE <= out <= MSI_WINDOW_LAST:
                 # spec 3.14: an output address in the interrupt range is blocked
-                return self._fault(FaultReason.INTERRUPT_ADDR, source_id, iova, is_write, cc.fpd)
+                return self.fault(FaultReason.INTERRUPT_ADDR, source_id, iova, is_write, cc.fpd)
             return t  # not cached, so every access to the page gets this check
         self.iotlb.insert(cc.did, level, t)
         return t
@@ -296,4 +296,4 @@ class DmaRemapper:
             if isinstance(got, FaultRecord):
                 return got
             cc = got
-        return self._fault(FaultReason.CONTEXT_ENTRY_TT, source_id, addr, is_write, cc.fpd)
+        return self.fault(FaultReason.CONTEXT_ENTRY_TT, source_id, addr, is_write, cc.fpd)

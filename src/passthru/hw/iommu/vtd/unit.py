@@ -57,7 +57,7 @@ from passthru.hw.iommu.vtd.entries import (
     Irte,
     is_interrupt_address,
 )
-from passthru.hw.iommu.vtd.faults import FaultRecord, FaultRecorder
+from passthru.hw.iommu.vtd.faults import FaultReason, FaultRecord, FaultRecorder
 from passthru.hw.iommu.vtd.intremap import InterruptRemapper, InterruptResult
 from passthru.hw.iommu.vtd.iotlb import CachedContext, ContextCache, Iotlb, Translation
 from passthru.hw.iommu.vtd.translate import DmaRemapper
@@ -90,6 +90,17 @@ class DmarUnitState:
     iotlb: tuple[tuple[int, Translation], ...]
     context_cache: tuple[tuple[int, CachedContext], ...]
     interrupt_entry_cache: tuple[tuple[int, tuple[Irte, int, int]], ...]
+
+
+@dataclass(frozen=True)
+class NoMemory:
+    """A translation (identity or not) whose output address has no host memory behind it.
+
+    Not a remapping fault: the unit translated the request, but nothing claims the address,
+    so the root complex completes it as an Unsupported Request (PCIe base spec 2.3.1).
+    """
+
+    address: int  # the first host-physical address without memory
 
 
 class DmarUnit:
@@ -474,8 +485,14 @@ class DmarUnit:
 
     def _map_range(
         self, source_id: int, iova: int, length: int, is_write: bool
-    ) -> list[tuple[int, int]] | FaultRecord:
+    ) -> list[tuple[int, int]] | FaultRecord | NoMemory:
         if is_interrupt_address(iova) or (length and is_interrupt_address(iova + length - 1)):
+            if not is_write:
+                # A read of the interrupt range is blocked and, with remapping on, recorded
+                # as a read fault (spec 3.14; QEMU vtd_do_iommu_translate: VTD_FR_READ).
+                if not self.dma.enabled:
+                    return NoMemory(iova)
+                return self.dma.fault(FaultReason.READ, source_id, iova, False)
             raise ValueError(
                 f"DMA at {iova:#x}+{length:#x} touches the MSI window: route it to "
                 "remap_interrupt (spec 3.14)"
@@ -497,19 +514,33 @@ class DmarUnit:
             pos += n
         return pieces
 
-    def dma_read(self, source_id: int, iova: int, length: int) -> bytes | FaultRecord:
+    def _beyond_memory(self, pieces: list[tuple[int, int]]) -> NoMemory | None:
+        size = self.memory.size
+        for a, n in pieces:
+            if a + n > size:
+                return NoMemory(max(a, size))
+        return None
+
+    def dma_read(self, source_id: int, iova: int, length: int) -> bytes | FaultRecord | NoMemory:
         """Translate every page of the read, then read; a fault reads nothing."""
         pieces = self._map_range(source_id, iova, length, False)
-        if isinstance(pieces, FaultRecord):
+        if isinstance(pieces, (FaultRecord, NoMemory)):
             return pieces
+        missing = self._beyond_memory(pieces)
+        if missing is not None:
+            return missing
         read = self.memory.read
         return b"".join(read(a, n) for a, n in pieces)
 
-    def dma_write(self, source_id: int, iova: int, data: bytes) -> FaultRecord | None:
-        """Translate every page of the write first; on a fault no byte is written."""
+    def dma_write(self, source_id: int, iova: int, data: bytes) -> FaultRecord | NoMemory | None:
+        """Translate every page of the write first; on a fault (or no memory) nothing is
+        written."""
         pieces = self._map_range(source_id, iova, len(data), True)
         if isinstance(pieces, FaultRecord):
             return pieces
+        missing = self._beyond_memory(pieces)
+        if missing is not None:
+            return missing
         view = memoryview(data)
         pos = 0
         for a, n in pieces:
