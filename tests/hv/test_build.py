@@ -163,3 +163,25 @@ def test_workstation_example_boots() -> None:
     b = build(load_host(EXAMPLES / "workstation.toml"))
     assert sum(len(d) for d in b.devices.values()) == 3
     assert len(b.msi) == 3
+
+
+def test_shared_cores_allowed_by_the_file_boot() -> None:
+    shared = '''
+[[vm]]
+name = "a"
+memory = "8MiB"
+vcpus = [0]
+
+[[vm]]
+name = "b"
+memory = "6MiB"
+vcpus = [0]
+'''
+    text = host_text(vms=shared)
+    with pytest.raises(ConfigError, match="allow_shared_cores"):
+        load_host_text(text)
+    cfg = load_host_text(text.replace('cores = 4\n', 'cores = 4\nallow_shared_cores = true\n'))
+    b = build(cfg)
+    assert sorted(b.host.vms) == ["a", "b"]
+    assert [v.core for v in b.host.vms["b"].vcpus] == [0]
+    assert b.host.core_owner[0] == "a"

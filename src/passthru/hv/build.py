@@ -110,7 +110,8 @@ def build(config: HostConfig, *, seed: int = 0) -> HostBuild:
                           "second-level tables are not modelled; use 39 or 48")
     host = Host(config.topology, cores=h.cores, memory_bytes=h.memory,
                 reserve_bytes=h.reserved_memory, strict=io.strict, identity_default=False,
-                posted_interrupts=io.posted_interrupts and io.interrupt_remapping, seed=seed)
+                posted_interrupts=io.posted_interrupts and io.interrupt_remapping,
+                allow_shared_cores=h.allow_shared_cores, seed=seed)
     default_unit = (io.iotlb_entries == 512 and io.address_width == 48
                     and io.interrupt_remapping and io.enabled)
     if not default_unit:

@@ -73,6 +73,7 @@ class Host:
         strict: bool = True,
         identity_default: bool = False,
         posted_interrupts: bool = True,
+        allow_shared_cores: bool = False,
         costs: Costs = DEFAULT_COSTS,
         seed: int = 0,
     ) -> None:
@@ -82,6 +83,8 @@ class Host:
             raise ConfigError(f"host reserve_bytes {reserve_bytes:#x} must be a 2 MiB multiple "
                               f"below memory_bytes {memory_bytes:#x}")
         self.cores = cores
+        # Several VMs' vCPUs on one core (overcommit); off by default, as for dedicated cores.
+        self.allow_shared_cores = allow_shared_cores
         self.costs = costs
         self.seed = seed
         self.env = Environment()
@@ -95,7 +98,7 @@ class Host:
                                  clock=lambda: self.env.now)
         self.platform = Platform(topology, self.memory, self.unit)
         self.vms: dict[str, Vm] = {}
-        self.core_owner: dict[int, str] = {}
+        self.core_owner: dict[int, str] = {}  # core -> the first VM pinned to it
         self.device_models: dict[int, tuple[DeviceRead | None, DeviceWrite | None]] = {}
         self.owner: dict[int, Vm] = {}  # id(PciFunction) -> the VM it is assigned to
         self.irq_routes: dict[int, IrqRoute] = {}  # IRTE handle -> route

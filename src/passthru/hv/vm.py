@@ -133,7 +133,7 @@ class Vm:
                 raise ConfigError(f"vm {name!r} vcpu_pins[{i}]: host core {core!r} does not "
                                   f"exist (host has cores 0..{host.cores - 1})")
             owner = host.core_owner.get(core)
-            if owner is not None:
+            if owner is not None and not host.allow_shared_cores:
                 raise ConfigError(f"vm {name!r} vcpu_pins[{i}]: host core {core} is already "
                                   f"pinned by vm {owner!r}")
         if len(set(vcpu_pins)) != len(vcpu_pins):
@@ -150,7 +150,7 @@ class Vm:
         self._small: dict[int, int] = {}  # gpa >> 12 -> hpa of a 4 KiB frame
         self._allocate_ram()
         for core in vcpu_pins:
-            host.core_owner[core] = name
+            host.core_owner.setdefault(core, name)
         self.mmio_base = -(-memory_bytes // GiB) * GiB  # the first GiB boundary above RAM
         self._mmio_next = self.mmio_base
         self.mmio_regions: list[MmioRegion] = []
