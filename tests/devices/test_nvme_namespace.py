@@ -74,4 +74,35 @@ def test_save_restore_and_reset_timing():
     assert [ns2.service(1000 * i, 2, 4096) for i in range(20)] == a
     assert ns2.read(3, 1) == bytes([7]) * 512
     ns2.reset_timing()
-    assert ns2._link_free == 0 and set(ns2._units) == {0}
+    assert ns2._link == [] and set(ns2._units) == {0}
+
+
+class _Draws:
+    """A stand-in for the media stream: ``random()`` returns the given draws, then 0.5."""
+
+    def __init__(self, *draws: float) -> None:
+        self.draws = list(draws)
+
+    def random(self) -> float:
+        return self.draws.pop(0) if self.draws else 0.5
+
+
+def test_a_burst_waits_for_the_link_or_a_unit_not_both():
+    """32 reads at one instant on 8 units: access and transfer are pipelined, so the last
+    one completes when the link has moved 32 blocks after the first access (link-bound),
+    not after 4 rounds of access plus 31 queued transfers."""
+    p = PRESETS["optane"].with_(jitter=0.0, tail_prob=0.0)
+    ns = Namespace(p, 1 << 30, _Draws())
+    lats = [ns.service(0, 2, 4096) for _ in range(32)]
+    xfer = 4096 * 1_000_000_000 // p.bandwidth
+    assert max(lats) == p.read_ns + 32 * xfer + p.overhead_ns
+    assert lats == sorted(lats)  # one transfer at a time, in the order the data is ready
+
+
+def test_a_slow_access_does_not_hold_up_the_link():
+    p = PRESETS["optane"].with_(jitter=0.0, tail_prob=0.5, tail_factor=4)
+    ns = Namespace(p, 1 << 30, _Draws(0.0, 0.9))  # a tail access, then a normal one
+    xfer = 4096 * 1_000_000_000 // p.bandwidth
+    slow, fast = ns.service(0, 2, 4096), ns.service(0, 2, 4096)
+    assert slow == 4 * p.read_ns + xfer + p.overhead_ns
+    assert fast == p.read_ns + xfer + p.overhead_ns

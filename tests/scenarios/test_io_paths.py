@@ -74,6 +74,22 @@ def test_expected_shape_at_qd1():
         assert em.cpu_us_per_io > 3 * pt.cpu_us_per_io
 
 
+def test_expected_shape_at_qd32():
+    """At a device-bound depth every path drives the same SSD: none beats bare metal."""
+    for dev in ("optane", "nand"):
+        res = {}
+        for name in _paths():
+            path = build_path(name, PathConfig(PRESETS[dev], queue_depth=32, seed=5))
+            res[name] = run_fio(path, FioJob(iodepth=32, ios=400, seed=5))
+        bm, pt, em = (res[p] for p in NVME_PATHS)
+        assert pt.iops == pytest.approx(bm.iops, rel=0.03), dev
+        assert em.iops <= bm.iops, dev
+        if "virtio-blk" in res:
+            vb = res["virtio-blk"]
+            assert vb.iops <= bm.iops and vb.lat_us["mean"] >= bm.lat_us["mean"], dev
+            assert em.iops <= vb.iops, dev
+
+
 def test_injected_interrupts_cost_exits_on_passthrough():
     posted = build_path("passthrough", PathConfig(PRESETS["optane"], queue_depth=1))
     injected = build_path("passthrough", PathConfig(PRESETS["optane"], queue_depth=1,

@@ -8,7 +8,10 @@ What is modelled
       program or flush) on one of ``parallelism`` independent units (dies/channels), then the
       data transfer on a shared link of ``bandwidth`` bytes/s. A command waits for the
       earliest free unit, so IOPS grow with queue depth until the units (or the link) are
-      saturated: the device's limit is about ``parallelism / access time``.
+      saturated: the device's limit is about ``min(parallelism / access time, bandwidth /
+      size)``. Access and transfer are pipelined: a command's data takes the first free
+      link interval once its access is done (the link carries other commands' data during
+      the access), so the limit does not depend on how bursty the arrivals are.
     - Jitter: each access time is scaled by a factor drawn from a named seeded stream, with a
       rare slow tail (``tail_prob``, ``tail_factor``) standing in for NAND read retries or
       garbage collection.
@@ -117,7 +120,7 @@ class Namespace:
         self.blocks: dict[int, bytes] = {}
         self.rng = rng
         self._units = [0] * profile.parallelism  # heap of the times each unit frees up
-        self._link_free = 0
+        self._link: list[tuple[int, int]] = []  # reserved link transfers [start, end), in order
         self._zero = bytes(self.lba_size)
         self.reads = self.writes = self.flushes = 0
 
@@ -163,12 +166,7 @@ class Namespace:
         done = start + access
         heapq.heapreplace(units, done)
         if nbytes:
-            # The link is reserved in command order at submission (a token bucket): it caps
-            # throughput at `bandwidth` without making a slow (tail) access block later ones.
-            link = self._link_free if self._link_free > now else now
-            xfer = nbytes * 1_000_000_000 // p.bandwidth
-            self._link_free = link + xfer
-            done += link - now + xfer
+            done = self._transfer(now, done, nbytes * 1_000_000_000 // p.bandwidth)
         if op == 2:
             self.reads += 1
         elif op == 1:
@@ -177,19 +175,38 @@ class Namespace:
             self.flushes += 1
         return done - now + p.overhead_ns
 
+    def _transfer(self, now: int, ready: int, xfer: int) -> int:
+        """Reserve ``xfer`` ns of link in the first free interval from ``ready`` (the end of
+        the access); returns the end. Transfers never overlap, which caps throughput at
+        ``bandwidth``, and a later command whose data is ready earlier goes first, so a slow
+        (tail) access does not hold up the ones behind it."""
+        link = self._link
+        while link and link[0][1] <= now:
+            del link[0]  # finished transfers
+        t = ready
+        i = 0
+        for start, end in link:
+            if end > t:
+                if start >= t + xfer:
+                    break  # the gap before this transfer is long enough
+                t = end
+            i += 1
+        link.insert(i, (t, t + xfer))
+        return t + xfer
+
     # ------------------------------------------------------------------ state
     def reset_timing(self) -> None:
         self._units = [0] * self.profile.parallelism
-        self._link_free = 0
+        self._link = []
 
     def save(self) -> dict[str, Any]:
         return {"blocks": dict(self.blocks), "units": list(self._units),
-                "link_free": self._link_free, "rng": self.rng.getstate(),
+                "link": list(self._link), "rng": self.rng.getstate(),
                 "counts": (self.reads, self.writes, self.flushes)}
 
     def load(self, state: dict[str, Any]) -> None:
         self.blocks = dict(state["blocks"])
         self._units = list(state["units"])
-        self._link_free = state["link_free"]
+        self._link = [(s, e) for s, e in state["link"]]
         self.rng.setstate(state["rng"])
         self.reads, self.writes, self.flushes = state["counts"]
