@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from passthru.hw.iommu.vtd.entries import ContextEntry, level_shift
 
@@ -43,15 +44,15 @@ def iotlb_key(did: int, level: int, iova: int) -> int:
     return (did << DID_SHIFT) | (level << LEVEL_SHIFT) | (iova >> level_shift(level))
 
 
-@dataclass(frozen=True, slots=True)
-class Translation:
+class Translation(NamedTuple):
     """A successful DMA translation of one page, as an IOTLB entry holds it.
 
     ``hpa`` is the host physical address of the start of the page that contains the request's
     input address, ``iova`` the start of that page in the input space; the byte at input
     address ``a`` is at ``hpa + (a & (page_size - 1))`` (``address(a)``). The object is immutable
     and shared: an IOTLB hit returns the cached object itself. ``domain_id`` is None for a
-    request that was not translated (translation disabled).
+    request that was not translated (translation disabled). A NamedTuple because every IOTLB
+    miss builds one: it constructs ~3x faster than a frozen dataclass (benchmarks/bench_iommu).
     """
 
     hpa: int
@@ -126,7 +127,10 @@ class Iotlb:
             self._forget(old_key)
             self.evictions += 1
         entries[key] = translation
-        self._by_domain.setdefault(did, set()).add(key)
+        keys = self._by_domain.get(did)
+        if keys is None:  # no setdefault(did, set()): it would build a set on every miss
+            keys = self._by_domain[did] = set()
+        keys.add(key)
         if level > 1:
             self.large_entries += 1
 

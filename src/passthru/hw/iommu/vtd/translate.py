@@ -157,11 +157,14 @@ class DmaRemapper:
                 tlb[key] = t  # LRU: now the most recently used
                 if t.writable if is_write else t.readable:
                     return t
+            else:
+                # Every page size was probed: the slow path need not probe the IOTLB again.
+                return self._translate_slow(source_id, iova, is_write, iotlb_missed=True)
         return self._translate_slow(source_id, iova, is_write)
 
     # ------------------------------------------------------------------ the slow path
     def _translate_slow(
-        self, source_id: int, iova: int, is_write: bool
+        self, source_id: int, iova: int, is_write: bool, iotlb_missed: bool = False
     ) -> Translation | FaultRecord:
         if not self.enabled:
             page = iova & _PAGE_MASK  # GSTS.TES=0: DMA is not remapped (spec 3.1)
@@ -175,7 +178,11 @@ class DmaRemapper:
         if cc.tt == TranslationType.PASS_THROUGH:
             page = iova & _PAGE_MASK  # spec 3.9 / QEMU vtd_dev_pt_enabled: identity
             return Translation(page, PAGE_SIZE, True, True, cc.did, page)
-        t = self.iotlb.lookup(cc.did, iova)
+        if iotlb_missed:
+            self.iotlb.misses += 1
+            t = None
+        else:
+            t = self.iotlb.lookup(cc.did, iova)
         if t is not None:
             if t.writable if is_write else t.readable:
                 return t
@@ -262,7 +269,7 @@ class DmaRemapper:
                 pte = read(addr + ((iova >> shift) & 0x1FF) * 8)
             except IndexError:
                 return self.fault(FaultReason.PAGING_ENTRY_INV, source_id, iova, is_write, cc.fpd)
-            self.walk_reads += 1
+            self.walk_reads += 1  # noqa: SIM113 - read by the cost model after every request
             perms &= pte
             if not pte & need:  # R/W clear: not present or not permitted
                 reason = FaultReason.WRITE if is_write else FaultReason.READ
