@@ -38,6 +38,7 @@ from passthru.hv.host import Host
 from passthru.hv.iommu_driver import Domain
 from passthru.hv.vfio import Vfio
 from passthru.hw.iommu.vtd.entries import level_shift, sl_addr_mask
+from passthru.hw.platform import DmaResult
 from passthru.scenarios.attacks.catalog import (
     FULL_ACS,
     HOST_KERNEL_HPA,
@@ -284,9 +285,16 @@ def _device_attack(host: Host, dev: DmaEngine, name: str, config: str, target: i
     before = host.memory.read(hpa, len(SECRET))
     res = device_dma(dev, Job(target, payload(host, len(SECRET))))
     out = AttackOutcome(name, config, False, [how], expected=expected)
-    out.evidence += describe(res)
-    if res.fault is not None:
-        out.faults.append(res.fault)
+    return _judge(out, host, [res], before, hpa, where)
+
+
+def _judge(out: AttackOutcome, host: Host, results: list[DmaResult], before: bytes, hpa: int,
+           where: str) -> AttackOutcome:
+    """Evidence of the DMA results, then success = the bytes at ``hpa`` changed."""
+    for res in results:
+        out.evidence += describe(res)
+        if res.fault is not None:
+            out.faults.append(res.fault)
     n, line = diff_line(before, host.memory.read(hpa, len(SECRET)), hpa, where)
     out.evidence.append(line)
     out.bytes_changed = n
@@ -323,15 +331,7 @@ def _vm_exposure(host: Host, dev: DmaEngine, device_class: str,
         out = AttackOutcome(name, exp.title, False,
                             ["tenant-a's guest driver programs its assigned device"],
                             expected=expected)
-        for res in dev.log[start:]:
-            out.evidence += describe(res)
-            if res.fault is not None:
-                out.faults.append(res.fault)
-        n, line = diff_line(before, host.memory.read(hpa, len(SECRET)), hpa, where)
-        out.evidence.append(line)
-        out.bytes_changed = n
-        out.succeeded = n > 0
-        exp.outcomes.append(out)
+        exp.outcomes.append(_judge(out, host, dev.log[start:], before, hpa, where))
     exp.outcomes[-1].evidence += frcd_lines(host.unit)
     return exp
 
