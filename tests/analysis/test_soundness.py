@@ -39,7 +39,7 @@ from passthru.errors import PassthruError
 from passthru.hv.build import HostBuild, build
 from passthru.hw.iommu.vtd.entries import MSI_WINDOW_BASE, MSI_WINDOW_LAST, msi_remappable_address
 from passthru.hw.pci.fabric import AddressType
-from passthru.hw.platform import DmaResult, DmaStatus
+from passthru.hw.platform import DmaStatus
 
 MiB = 1 << 20
 HOSTS = 1000

@@ -422,7 +422,8 @@ class _Analysis:
         dma = self.unit.dma
         haw = self.unit.haw
         mask = sl_addr_mask(haw)
-        rsvd = {(lv, lg): slpte_rsvd_mask(lv, lg, haw) for lv in (1, 2, 3, 4) for lg in (0, 1)}
+        rsvd = {(lv, lg): slpte_rsvd_mask(lv, bool(lg), haw) for lv in (1, 2, 3, 4)
+                for lg in (0, 1)}
         leaves: list[tuple[int, int, int, int]] = []  # iova, size, hpa, perms
 
         def walk(table: int, level: int, base: int, perms: int) -> None:
@@ -507,7 +508,7 @@ class _Analysis:
         hits = iovas & self.mmio
         if not hits:
             return RangeSet()
-        bounds = set()
+        bounds: set[int] = set()
         for lo, hi in _path_ranges(self, fn):
             bounds.update((lo, hi))
         out = []
@@ -572,13 +573,13 @@ class _Analysis:
                 key = (id(hop), id(cand), int(at))
                 got = self._peer_cache.get(key)
                 if got is None:
-                    bars = self._subtree(cand)
+                    subtree = self._subtree(cand)
                     got = PeerSet(cand, at, "", ())
-                    if bars:
-                        r = self.fabric.route(fn, MemRequest(fn.rid, bars[0][1].address or 0, 4,
-                                                             True, at))
+                    if subtree:
+                        r = self.fabric.route(fn, MemRequest(fn.rid, subtree[0][1].address or 0,
+                                                             4, True, at))
                         if r.kind is RouteKind.PEER:
-                            got = PeerSet(cand, at, _peer_reason(fn, hop, at), bars)
+                            got = PeerSet(cand, at, _peer_reason(fn, hop, at), tuple(subtree))
                     self._peer_cache[key] = got
                 if got.bars:
                     out.append(got)
@@ -891,7 +892,8 @@ def analyze(host: Host, tenants: dict[str, list[PciFunction]] | None = None
     for name, fns in tenants.items():
         for fn in fns:
             route = a.upstream(fn)
-            sid, did, windows = None, None, []
+            sid, did = None, None
+            windows: list[Window] = []
             if route.kind is RouteKind.ROOT_COMPLEX:
                 sid = route.rc_requester_id if route.rc_requester_id is not None else fn.rid
                 did, windows = a.domain_windows(sid)

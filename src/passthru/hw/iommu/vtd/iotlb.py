@@ -31,7 +31,6 @@ lookup (the cost model owns time).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from passthru.hw.iommu.vtd.entries import ContextEntry, level_shift

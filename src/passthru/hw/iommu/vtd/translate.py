@@ -269,7 +269,7 @@ class DmaRemapper:
                 pte = read(addr + ((iova >> shift) & 0x1FF) * 8)
             except IndexError:
                 return self.fault(FaultReason.PAGING_ENTRY_INV, source_id, iova, is_write, cc.fpd)
-            self.walk_reads += 1  # noqa: SIM113 - read by the cost model after every request
+            self.walk_reads += 1
             perms &= pte
             if not pte & need:  # R/W clear: not present or not permitted
                 reason = FaultReason.WRITE if is_write else FaultReason.READ

@@ -536,7 +536,7 @@ class DmarUnit:
         """Translate every page of the write first; on a fault (or no memory) nothing is
         written."""
         pieces = self._map_range(source_id, iova, len(data), True)
-        if isinstance(pieces, FaultRecord):
+        if isinstance(pieces, (FaultRecord, NoMemory)):
             return pieces
         missing = self._beyond_memory(pieces)
         if missing is not None:
