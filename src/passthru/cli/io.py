@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from passthru.errors import PassthruError
 from passthru.scenarios.fio import FioResult
 from passthru.scenarios.io_demo import ProgressHook, RunSpec, results_json, run_specs
 
@@ -120,6 +121,18 @@ def write_json_atomic(doc: dict[str, Any], out: Path) -> None:
         raise
 
 
+def _output_path(option: str, path: Path, *, not_same_as: Path | None = None) -> Path:
+    """Refuse an output file before the run rather than after it: a missing directory, a
+    directory, or the scenario itself."""
+    if path.is_dir():
+        raise PassthruError(f"{option} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise PassthruError(f"{option} {path}: directory {path.parent} does not exist")
+    if not_same_as is not None and path.resolve() == not_same_as.resolve():
+        raise PassthruError(f"{option} {path}: would overwrite the scenario itself")
+    return path
+
+
 def _run(specs: list[RunSpec], show_progress: bool) -> list[FioResult]:
     with _progress(show_progress) as hook:
         return run_specs(specs, hook)
@@ -138,6 +151,7 @@ def demo(as_json: bool, plot: str | None, ios: int, seed: int) -> None:
     emulated NVMe, on a NAND and an Optane-class SSD."""
     from passthru.scenarios.io_demo import demo_runs
 
+    plot_path = _output_path("--plot", Path(plot or "passthru-demo-latency.png"))
     specs = demo_runs(ios_qd1=ios, ios_qd32=4 * ios, seed=seed)
     results = _run(specs, True)
     if as_json:
@@ -145,13 +159,13 @@ def demo(as_json: bool, plot: str | None, ios: int, seed: int) -> None:
     else:
         _table(results, "4 KiB random read (simulated)")
     if plot or not as_json:
-        out = save_latency_plot(results, Path(plot or "passthru-demo-latency.png"))
+        out = save_latency_plot(results, plot_path)
         if not as_json:
             click.echo(f"latency distribution: {out}")
 
 
 @click.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario")
 @click.option("--json", "as_json", is_flag=True, help="Also print the results as JSON.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Results file (default: SCENARIO with .results.json next to it).")
@@ -160,9 +174,10 @@ def run(scenario: str, as_json: bool, out: str | None) -> None:
     from passthru.scenarios.io_demo import load_scenario
 
     specs = load_scenario(scenario)
+    target = _output_path("--out", Path(out) if out else
+                          Path(scenario).with_suffix(".results.json"), not_same_as=Path(scenario))
     results = _run(specs, True)
     doc = results_json(results)
-    target = Path(out) if out else Path(scenario).with_suffix(".results.json")
     write_json_atomic(doc, target)
     if as_json:
         click.echo(json.dumps(doc, indent=2))

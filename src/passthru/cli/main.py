@@ -19,6 +19,10 @@ class _Cli(click.Group):
         except PassthruError as exc:
             click.echo(f"passthru: error: {exc}", err=True)
             ctx.exit(2)
+        except click.UsageError as exc:  # a bad option or argument: one line too, not usage
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"passthru: error: {where}{exc.format_message()}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Cli)

@@ -9,16 +9,21 @@ A scenario file::
     preset = "nand"
     read_ns = 120000
     [[runs]]
-    path = ["passthrough", "emulated"]   # or one name; "all" = every registered path
+    path = ["passthrough", "virtio-blk"] # or one name; "all" = every registered path
     device = "nand"                       # a preset (nand, optane) or a [devices] name
     rw = "randread"
     bs = 4096
     qd = 32
     numjobs = 1
-    ios = 2000                            # or runtime_us = 10000
+    ios = 2000                            # or runtime_us = 10000 (exactly one of them)
     posted_interrupts = true
+    notify = "poll"                       # virtio-blk only: userspace, ioeventfd or poll;
+                                          # also event_idx, indirect, queue_size
+    [virtio_blk_costs]           # optional overrides of hv.backends.virtio_blk.VirtioBlkCosts
+    iothread_wakeup_ns = 6000
 
-Every key is checked (unknown keys are errors) and every error names its field, e.g.
+Every key is checked (unknown keys are errors, values are not coerced: ``qd = true`` is an
+error) and every error names its field, e.g.
 ``runs[0].qd = 5000 exceeds the controller's limit 1023``. The runner builds each path
 fresh (a run is a pure function of its configuration and seed) and returns one
 :class:`~passthru.scenarios.fio.FioResult` per (path, run).
@@ -26,17 +31,19 @@ fresh (a run is a pure function of its configuration and seed) and returns one
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from passthru.errors import ConfigError
 from passthru.hv.backends.nvme_paths import PathConfig, available_paths, build_path
+from passthru.hv.backends.virtio_blk import DEFAULT_VIRTIO_BLK_COSTS, VirtioBlkCosts
 from passthru.hv.costs import DEFAULT_COSTS, Costs
 from passthru.hw.devices.nvme.namespace import PRESETS, MediaProfile
 from passthru.scenarios.fio import RW_MODES, FioJob, FioResult, run_fio
@@ -49,7 +56,9 @@ DEMO_QDS = (1, 32)
 class DeviceModel(BaseModel):
     """A custom device: a preset plus overrides of its MediaProfile fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: TOML has real types, so `qd = true` or `read_ns = "5"` is a mistake to report,
+    # not a value to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
     preset: str = "nand"
     read_ns: int | None = Field(default=None, ge=0)
     write_ns: int | None = Field(default=None, ge=0)
@@ -67,8 +76,8 @@ class DeviceModel(BaseModel):
 
 
 class RunModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str | list[str]
+    model_config = ConfigDict(extra="forbid", strict=True)
+    path: str | list[str] = Field(min_length=1)
     device: str = "nand"
     rw: str = "randread"
     bs: int = Field(default=4096, ge=1)
@@ -80,6 +89,12 @@ class RunModel(BaseModel):
     size: int = Field(default=1 << 30, ge=512)
     posted_interrupts: bool = True
     verify: bool = True
+    # virtio-blk only (hv.backends.virtio_blk): how the guest's kick reaches the device
+    # model, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, the virtqueue size.
+    notify: Literal["userspace", "ioeventfd", "poll"] | None = None
+    event_idx: bool | None = None
+    indirect: bool | None = None
+    queue_size: int | None = Field(default=None, ge=2, le=32768)
 
     @field_validator("rw")
     @classmethod
@@ -90,9 +105,10 @@ class RunModel(BaseModel):
 
 
 class ScenarioModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     seed: int = 0
     costs: dict[str, int] = Field(default_factory=dict)
+    virtio_blk_costs: dict[str, int] = Field(default_factory=dict)
     devices: dict[str, DeviceModel] = Field(default_factory=dict)
     runs: list[RunModel] = Field(min_length=1)
 
@@ -108,13 +124,15 @@ class RunSpec:
     posted_interrupts: bool
     costs: Costs
     seed: int
+    options: tuple[tuple[str, Any], ...] = ()  # the path's backend-specific knobs
 
     def path_config(self) -> PathConfig:
         return PathConfig(self.profile, costs=self.costs, seed=self.seed,
                           posted_interrupts=self.posted_interrupts,
                           queue_depth=self.job.iodepth, io_queues=self.job.numjobs,
                           max_io_bytes=max(self.job.bs, 4096),
-                          capacity_bytes=max(self.job.size, 1 << 30))
+                          capacity_bytes=max(self.job.size, 1 << 30),
+                          options=dict(self.options))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -147,6 +165,8 @@ def _allowed(loc: tuple[Any, ...]) -> list[str]:
         return list(ScenarioModel.model_fields)
     if loc[0] == "runs":
         return list(RunModel.model_fields)
+    if loc[0] == "virtio_blk_costs":
+        return [f.name for f in dataclasses.fields(VirtioBlkCosts)]
     if loc[0] == "devices":
         return list(DeviceModel.model_fields)
     return []
@@ -169,6 +189,7 @@ def _profile(name: str, devices: dict[str, DeviceModel], where: str) -> MediaPro
 def build_runs(model: ScenarioModel) -> list[RunSpec]:
     """Check cross-field rules and expand each run over its paths."""
     costs = DEFAULT_COSTS.replace(**model.costs)  # ConfigError names costs.<field>
+    virtio_costs = _virtio_blk_costs(model.virtio_blk_costs)
     paths_known = available_paths()
     out = []
     for i, r in enumerate(model.runs):
@@ -190,8 +211,8 @@ def build_runs(model: ScenarioModel) -> list[RunSpec]:
         if r.size % r.bs or r.size < r.bs * r.numjobs:
             raise ConfigError(f"{w}.size = {r.size} must be a multiple of bs = {r.bs} "
                               "holding one block per job")
-        if r.ios is None and r.runtime_us is None:
-            raise ConfigError(f"{w}: one of ios or runtime_us is required")
+        if (r.ios is None) == (r.runtime_us is None):
+            raise ConfigError(f"{w}: exactly one of ios or runtime_us is required")
         names = [r.path] if isinstance(r.path, str) else list(r.path)
         if names == ["all"]:
             names = [p for p in DEMO_PATHS if p in paths_known]
@@ -199,13 +220,35 @@ def build_runs(model: ScenarioModel) -> list[RunSpec]:
             if name not in paths_known:
                 raise ConfigError(f"{w}.path: path {name!r} does not exist "
                                   f"(have: {', '.join(paths_known)})")
+        virtio = {k: getattr(r, k) for k in _VIRTIO_OPTIONS if getattr(r, k) is not None}
+        if virtio and "virtio-blk" not in names:
+            raise ConfigError(f"{w}.{next(iter(virtio))}: applies to path virtio-blk only")
+        if "virtio-blk" in names and virtio_costs is not None:
+            virtio["virtio_blk_costs"] = virtio_costs
         job = FioJob(rw=r.rw, bs=r.bs, iodepth=r.qd, numjobs=r.numjobs, ios=r.ios,
                      runtime_ns=None if r.runtime_us is None else r.runtime_us * 1000,
                      rwmixread=r.rwmixread, size=r.size, verify=r.verify, seed=model.seed)
         for name in names:
+            opts = tuple(sorted(virtio.items())) if name == "virtio-blk" else ()
             out.append(RunSpec(name, r.device, profile, job, r.posted_interrupts, costs,
-                               model.seed))
+                               model.seed, opts))
     return out
+
+
+_VIRTIO_OPTIONS = ("notify", "event_idx", "indirect", "queue_size")
+
+
+def _virtio_blk_costs(values: dict[str, int]) -> VirtioBlkCosts | None:
+    """The scenario's [virtio_blk_costs] over the defaults; None when it has none."""
+    if not values:
+        return None
+    known = {f.name for f in dataclasses.fields(VirtioBlkCosts)}
+    for name in values:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            raise ConfigError(f"virtio_blk_costs.{name}: unknown cost{hint}")
+    return dataclasses.replace(DEFAULT_VIRTIO_BLK_COSTS, **values)
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> list[RunSpec]:
@@ -229,6 +272,8 @@ def load_scenario(path: str | Path) -> list[RunSpec]:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read scenario: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text (TOML) file") from None
     return parse_scenario(text, str(p))
 
 
