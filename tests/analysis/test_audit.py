@@ -9,7 +9,7 @@ import pytest
 
 from passthru.analysis.audit import RULES, Severity, run_audit
 from passthru.importers.lspci_topology import load_lspci
-from passthru.importers.sysfs import facts_from_lspci, load_sysfs
+from passthru.importers.sysfs import CmdlineFlags, facts_from_lspci, load_sysfs
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SNAP = DATA / "sysfs"
@@ -20,13 +20,40 @@ def audit(name: str):
     return run_audit(*load_sysfs(str(SNAP / name)))
 
 
-def short_configs(tmp_path: Path) -> str:
-    """The Orion snapshot with every config cut to 256 bytes (read without the 4 KiB space)."""
-    snap = tmp_path / "short"
+def short_configs(tmp_path: Path, length: int = 256) -> str:
+    """The Orion snapshot with every config cut to ``length`` bytes: 256 when read without the
+    extended space, 64 (the header only) when read without root."""
+    snap = tmp_path / f"short{length}"
     shutil.copytree(SNAP / "orion_o6_lazy_acs_override", snap, symlinks=True)
     for cfg in snap.glob("sys/devices/**/config"):
-        cfg.write_bytes(cfg.read_bytes()[:256])
+        cfg.write_bytes(cfg.read_bytes()[:length])
     return str(snap)
+
+
+def nosid_cmdline(tmp_path: Path) -> str:
+    """The clean snapshot booted with intremap=nosid."""
+    snap = tmp_path / "nosid"
+    shutil.copytree(SNAP / CLEAN, snap, symlinks=True)
+    cmdline = snap / "proc" / "cmdline"
+    cmdline.write_text(cmdline.read_text().strip() + " intremap=nosid\n")
+    return str(snap)
+
+
+def test_cmdline_spellings():
+    assert CmdlineFlags.parse("amd_iommu=fullflush").strict is True
+    assert CmdlineFlags.parse("intel_iommu=on,strict").strict is True
+    flags = CmdlineFlags.parse("intremap=nosid,no_x2apic_optout")
+    assert flags.intremap_nosid and not flags.intremap_off
+    assert CmdlineFlags.parse("intremap=off").intremap_off
+    assert not CmdlineFlags.parse("quiet -- intremap=nosid").intremap_nosid  # init's args
+
+
+@pytest.mark.parametrize("length", [64, 256])
+def test_config_incomplete_names_the_length_read(tmp_path, length):
+    found = [f for f in run_audit(*load_sysfs(short_configs(tmp_path, length))).findings
+             if f.rule == "config-incomplete"]
+    assert len(found) == 1
+    assert any(f"config has {length} bytes" in e for e in found[0].evidence)
 
 
 # rule id -> (snapshot where it fires, snapshot where it does not)
@@ -35,6 +62,7 @@ CASES = {
     "p2p-bypass": (CLEAN, "orion_o6_lazy_acs_override"),
     "identity-domain": ("x570_amd_identity", CLEAN),
     "no-interrupt-remapping": ("xps13_9380_tb3_no_ir", CLEAN),
+    "interrupt-remapping-no-sid": ("<nosid>", CLEAN),
     "acs-override": ("orion_o6_lazy_acs_override", CLEAN),
     "mixed-groups": (CLEAN, "orion_o6_lazy_acs_override"),
     "config-incomplete": ("<short>", CLEAN),
@@ -51,8 +79,9 @@ def test_every_rule_has_a_case():
 @pytest.mark.parametrize("rule", sorted(CASES))
 def test_rule_fires_on_one_input_and_not_on_another(rule, tmp_path):
     fires, quiet = CASES[rule]
-    report = run_audit(*load_sysfs(short_configs(tmp_path))) if fires == "<short>" else (
-        audit(fires))
+    special = {"<short>": short_configs, "<nosid>": nosid_cmdline}
+    report = (run_audit(*load_sysfs(special[fires](tmp_path))) if fires in special else
+              audit(fires))
     found = [f for f in report.findings if f.rule == rule]
     assert len(found) == 1 and found[0].evidence and found[0].summary
     assert rule not in audit(quiet).fired()

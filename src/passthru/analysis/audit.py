@@ -8,8 +8,8 @@ topology (`analysis.groups`, with the command line's `pcie_acs_override` applied
 did) and the peer-to-peer reachability (`analysis.p2p`).
 
 The rules, highest severity first: no IOMMU; P2P paths that bypass the IOMMU across group
-boundaries; identity (passthrough) default domains; interrupt remapping off; an ACS override
-in use; groups that mix endpoints; a config space too short to see ACS; lazy IOTLB
+boundaries; identity (passthrough) default domains; interrupt remapping off; interrupt
+remapping without source-id checks (intremap=nosid); an ACS override in use; groups that mix endpoints; a config space too short to see ACS; lazy IOTLB
 invalidation; kernel groups that disagree with the model's; interrupt remapping unknown.
 Findings are ranked by severity, then by rule order. Left out: firmware settings (Above-4G,
 ATS policy), RMRR/unity maps (identity maps for single devices), VFIO bindings.
@@ -183,6 +183,17 @@ def _no_ir(facts: HostIommuFacts, topo: Topology, groups: list[IommuGroup],
             "allow_unsafe_interrupts=1).", [facts.ir_evidence])
 
 
+def _ir_nosid(facts: HostIommuFacts, topo: Topology, groups: list[IommuGroup],
+              p2p: P2PReport | None) -> tuple[str, list[str]] | None:
+    c = facts.cmdline
+    if not facts.iommu_present or facts.interrupt_remapping is False or c is None \
+            or not c.intremap_nosid:
+        return None
+    return ("Interrupt remapping runs without source-id verification (intremap=nosid): any "
+            "device can raise any remapped interrupt by naming another device's IRTE index.",
+            ["kernel command line: intremap=nosid"])
+
+
 def _acs_override(facts: HostIommuFacts, topo: Topology, groups: list[IommuGroup],
                   p2p: P2PReport | None) -> tuple[str, list[str]] | None:
     c = facts.cmdline
@@ -282,6 +293,8 @@ RULES: tuple[Rule, ...] = (
     Rule("p2p-bypass", Severity.HIGH, "Peer-to-peer bypasses the IOMMU", _p2p_bypass),
     Rule("identity-domain", Severity.HIGH, "Identity-mapped (passthrough) groups", _identity),
     Rule("no-interrupt-remapping", Severity.HIGH, "Interrupt remapping off", _no_ir),
+    Rule("interrupt-remapping-no-sid", Severity.HIGH,
+         "Interrupt remapping without source-id checks", _ir_nosid),
     Rule("acs-override", Severity.HIGH, "ACS override in use", _acs_override),
     Rule("mixed-groups", Severity.MEDIUM, "Groups that mix endpoints", _mixed),
     Rule("config-incomplete", Severity.MEDIUM, "Config space not fully readable",

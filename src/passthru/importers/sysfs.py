@@ -107,12 +107,13 @@ class CmdlineFlags:
     iommu_off: bool  # intel_iommu=off, amd_iommu=off, iommu=off
     intremap_off: bool  # intremap=off
     acs_override: str | None  # pcie_acs_override=... (out-of-tree patch)
+    intremap_nosid: bool = False  # intremap=nosid: IRTE source-id verification off (SVT=0)
 
     @staticmethod
     def parse(text: str) -> CmdlineFlags:
         passthrough: bool | None = None
         strict: bool | None = None
-        iommu_off = intremap_off = False
+        iommu_off = intremap_off = nosid = False
         acs = None
         for token in text.split():
             if token == "--":
@@ -134,13 +135,19 @@ class CmdlineFlags:
                 opts = value.split(",")
                 if "off" in opts:
                     iommu_off = True
-                if "strict" in opts:  # the older spelling of iommu.strict=1
+                # intel_iommu=strict and amd_iommu=fullflush: older spellings of iommu.strict=1
+                if "strict" in opts or (key == "amd_iommu" and "fullflush" in opts):
                     strict = True
-            elif key == "intremap" and value == "off":
-                intremap_off = True
+            elif key == "intremap":
+                opts = value.split(",")
+                intremap_off = intremap_off or "off" in opts
+                # drivers/iommu/irq_remapping.c setup_irqremap: "nosid" sets
+                # disable_sourceid_checking; intel/irq_remapping.c set_irte_sid then writes
+                # SVT = 0 (no verification) into every IRTE.
+                nosid = nosid or "nosid" in opts
             elif key == "pcie_acs_override":
                 acs = value
-        return CmdlineFlags(text, passthrough, strict, iommu_off, intremap_off, acs)
+        return CmdlineFlags(text, passthrough, strict, iommu_off, intremap_off, acs, nosid)
 
 
 @dataclass
