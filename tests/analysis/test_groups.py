@@ -63,6 +63,24 @@ def test_multifunction_nic_quirk_splits_an_i350_without_acs():
         ["0000:00:01.0"], ["0000:01:00.0"], ["0000:01:00.1"]]
 
 
+@pytest.mark.parametrize(("vendor", "device", "split"), [
+    (0x14E4, 0x16D7, True),  # Broadcom BCM57414: pci_quirk_mf_endpoint_acs
+    (0x8088, 0x1001, True),  # Wangxun RP1000 (SP): pci_quirk_wangxun_nic_acs
+    (0x8088, 0x0FFF, False),  # any other Wangxun function: "not enabled", not -ENOTTY
+    (0x14E4, 0x165F, False),  # Broadcom BCM5720: not listed
+])
+def test_listed_multifunction_nics_split_and_others_do_not(vendor, device, split):
+    t = Topology()
+    rp = t.add_root_port(1, acs=FULL)
+    for fn in (0, 1):
+        t.add_endpoint(rp, 0, fn, vendor_id=vendor, device_id=device, class_code=0x020000,
+                       bars=[0x4000])
+    t.enumerate()
+    want = ([["0000:00:01.0"], ["0000:01:00.0"], ["0000:01:00.1"]] if split else
+            [["0000:00:01.0"], ["0000:01:00.0", "0000:01:00.1"]])
+    assert members(t) == want
+
+
 def test_devices_behind_pcie_to_pci_bridge_join_the_bridge():
     t = Topology()
     rp = t.add_root_port(1, acs=FULL)
@@ -131,6 +149,19 @@ def test_vfs_on_a_further_bus_sit_on_a_virtual_bus():
 def test_intel_pch_root_port_quirk_isolates_without_acs_capability():
     t = Topology()
     rp = t.add_root_port(0x1C, vendor_id=0x8086, device_id=0x8C10)
+    t.add_endpoint(rp, 0, bars=[0x4000])
+    t.enumerate()
+    assert members(t) == [["0000:00:1c.0"], ["0000:01:00.0"]]
+
+
+@pytest.mark.parametrize("device", [0x9D10, 0x9D1B, 0xA110, 0xA2EE])
+def test_intel_spt_root_ports_use_the_dword_acs_control(device):
+    # pci_quirk_intel_spt_pch_acs_match(): Sunrise/Union Point and 7th/8th Gen mobile ports
+    # report ACS at the capability but control it at +8; lspci's +6 word reads as zero.
+    t = Topology()
+    rp = t.add_root_port(0x1C, vendor_id=0x8086, device_id=device,
+                         acs=AcsSpec(AcsFlags.SV | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF,
+                                     AcsFlags(0)))
     t.add_endpoint(rp, 0, bars=[0x4000])
     t.enumerate()
     assert members(t) == [["0000:00:1c.0"], ["0000:01:00.0"]]

@@ -14,8 +14,13 @@ Three kinds matter for isolation:
   them as isolated even without an ACS capability (e.g. a Wi-Fi RCiEP sharing a slot with
   the xHCI gets its own group).
 
-Left out: AMD southbridge quirk (needs the ACPI IVRS table), Cavium, QCOM, Zhaoxin, and quirks
-that only change link or power behaviour.
+The tables follow drivers/pci/quirks.c of Linux 6.x (checked against a 2025 tree): the PCH and
+SPT root-port lists, the multifunction endpoints of Intel, Solarflare, Emulex, Cavium,
+Broadcom and Zhaoxin, and the Wangxun NICs.
+
+Left out: AMD southbridge quirk (needs the ACPI IVRS table), the Cavium ThunderX, QCOM, HXT,
+NXP, Loongson, Annapurna, APM/Ampere and Zhaoxin root-port quirks, the PCIe-to-PCI bridge
+alias flag quirks, and quirks that only change link or power behaviour.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ if TYPE_CHECKING:
     from passthru.hw.pci.device import PciFunction
 
 PCI_VENDOR_ID_INTEL = 0x8086
+PCI_VENDOR_ID_BROADCOM = 0x14E4
+PCI_VENDOR_ID_CAVIUM = 0x177D
+PCI_VENDOR_ID_ZHAOXIN = 0x1D17
+PCI_VENDOR_ID_WANGXUN = 0x8088
 PCI_VENDOR_ID_SOLARFLARE = 0x1924
 PCI_VENDOR_ID_MARVELL_EXT = 0x1B4B
 PCI_VENDOR_ID_TTI = 0x1103
@@ -46,8 +55,9 @@ INTEL_PCH_ACS_FLAGS = AcsFlags.RR | AcsFlags.CR | AcsFlags.UF | AcsFlags.SV
 # pci_quirk_intel_spt_pch_acs_match(): Sunrise Point / Union Point root ports whose ACS
 # control register sits at +8 (dword) instead of +6; lspci shows the wrong register.
 INTEL_SPT_ACS_IDS = frozenset(
-    [*range(0xA110, 0xA120), *range(0xA167, 0xA16B), *range(0xA290, 0xA2A0),
-     *range(0xA2E7, 0xA2EF)]
+    [*range(0xA110, 0xA120), *range(0xA167, 0xA16B),  # Sunrise Point
+     *range(0xA290, 0xA2A0), *range(0xA2E7, 0xA2EF),  # Union Point
+     *range(0x9D10, 0x9D1C)]  # 7th & 8th Gen Mobile (U/Y) I/O
 )
 
 # pci_quirk_mf_endpoint_acs entries: multifunction NICs verified not to do peer-to-peer
@@ -65,7 +75,19 @@ MF_ENDPOINT_ACS_IDS = frozenset(
         0x15B7, 0x15B8,  # I219
     )]
     + [(0x19A2, 0x0710), (0x10DF, 0x0720)]  # Emulex BE3-R, Skyhawk-R
+    + [(PCI_VENDOR_ID_CAVIUM, d) for d in (0xA026, 0xA059, 0xA060)]
+    + [(PCI_VENDOR_ID_BROADCOM, d) for d in (
+        0x16D7, 0x1750, 0x1751, 0x1752, 0x1760, 0x1761, 0x1762, 0x1763)]
+    + [(PCI_VENDOR_ID_ZHAOXIN, d) for d in (0x3038, 0x3104, 0x9083)]
 )
+
+# pci_quirk_wangxun_nic_acs(): Wangxun NICs whose functions redirect peer traffic upstream as
+# if RR and CR were set; any other Wangxun function is reported "not enabled" (0, not -ENOTTY).
+WANGXUN_ACS_IDS = frozenset(
+    [*range(0x0100, 0x0110), 0x1001, 0x2001,  # EM, SP
+     0x5010, 0x5025, 0x5040, 0x5110, 0x5125, 0x5140]  # AML
+)
+WANGXUN_ACS_FLAGS = AcsFlags.SV | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF
 
 # quirk_dma_func1_alias: Marvell SATA/SSD controllers and HighPoint (TTI) parts.
 DMA_FUNC1_ALIAS_IDS = frozenset(
@@ -103,6 +125,10 @@ def mf_endpoint_match(dev: PciFunction) -> bool:
     return (dev.vendor_id, dev.device_id) in MF_ENDPOINT_ACS_IDS
 
 
+def wangxun_match(dev: PciFunction) -> bool:
+    return dev.vendor_id == PCI_VENDOR_ID_WANGXUN and dev.device_id in WANGXUN_ACS_IDS
+
+
 def rciep_match(dev: PciFunction) -> bool:
     """pci_quirk_rciep_acs(): any Intel function of type Root Complex Integrated Endpoint."""
     return dev.vendor_id == PCI_VENDOR_ID_INTEL and dev.pcie_type == PcieType.RC_END
@@ -121,7 +147,7 @@ def quirk_effective_acs(dev: PciFunction) -> AcsFlags | None:
     if spt_acs_match(dev) and dev.acs_cap_pos:
         cap = dev.acs_registers()[0]  # type: ignore[index]
         return AcsFlags(cap & 0x7F) & INTEL_PCH_ACS_FLAGS
-    if mf_endpoint_match(dev) or rciep_match(dev):
+    if mf_endpoint_match(dev) or rciep_match(dev) or wangxun_match(dev):
         return AcsFlags.RR | AcsFlags.CR  # RCiEP: untranslated peer requests go to the RC
     return None
 
@@ -139,6 +165,8 @@ def pci_dev_specific_acs_enabled(dev: PciFunction, acs_flags: AcsFlags) -> int:
         return 0 if acs_flags & ~_MF_MASK else 1
     if rciep_match(dev):  # pci_quirk_rciep_acs()
         return 0 if acs_flags & ~INTEL_RCIEP_ACS_FLAGS else 1
+    if dev.vendor_id == PCI_VENDOR_ID_WANGXUN:  # pci_quirk_wangxun_nic_acs()
+        return 0 if not wangxun_match(dev) or acs_flags & ~WANGXUN_ACS_FLAGS else 1
     return -1
 
 
