@@ -49,6 +49,7 @@ from passthru.config.host_model import (
     show,
 )
 from passthru.errors import AssignmentError, ConfigError, OutOfResources, PassthruError
+from passthru.hv.vfio import Vfio
 from passthru.hw.pci.device import Bar, PciBus, PciFunction, SriovSpec
 from passthru.hw.pci.regs import PcieType
 from passthru.hw.pci.topology import Topology
@@ -571,7 +572,7 @@ class _Builder:
                     continue
                 seen.add(group.id)
                 for other in group.devices:
-                    if other.is_bridge:
+                    if Vfio.bridge_may_stay(other):
                         continue  # PCIe ports and bridges stay with the host (pcieport)
                     holder = owner.get(other.bdf)
                     if holder is not None and holder[0] == i:

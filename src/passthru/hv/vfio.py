@@ -65,6 +65,9 @@ class AssignedDevice:
         return f"<AssignedDevice {self.fn.bdf} -> vm {self.vm.name!r} {bars}>"
 
 
+_DMA_MANAGED_DRIVERS = frozenset({None, "pcieport", "pci-stub", "vfio-pci"})
+
+
 class Vfio:
     """The assignment backend of one host."""
 
@@ -77,6 +80,13 @@ class Vfio:
         return f"<Vfio {len(self.devices)} devices, {len(self.domains)} domains>"
 
     # ------------------------------------------------------------------ viability
+    @staticmethod
+    def bridge_may_stay(dev: PciFunction) -> bool:
+        """A bridge in the group that does not make it unviable: unbound, or bound to a driver
+        that does no DMA of its own (Linux >= 5.19 ``driver_managed_dma``: pcieport, pci-stub,
+        vfio-pci; older kernels' vfio_dev_driver_allowed took any non-normal header)."""
+        return dev.is_bridge and dev.driver in _DMA_MANAGED_DRIVERS
+
     def check_viable(self, vm: Vm, fns: list[PciFunction]) -> None:
         """vfio_group_viable: raise ``AssignmentError`` unless every group member is ours."""
         ours = {id(f) for f in fns}
@@ -86,8 +96,8 @@ class Vfio:
             for dev in group.devices:
                 if id(dev) in ours:
                     continue
-                if dev.is_bridge and dev.driver is None:
-                    continue  # vfio_dev_driver_allowed: a driverless bridge is harmless
+                if self.bridge_may_stay(dev):
+                    continue
                 other = self.host.owner.get(id(dev))
                 why = (f'is assigned to vm "{other.name}"' if other is not None
                        else f'is not assigned to vm "{vm.name}"')
