@@ -9,8 +9,9 @@ did) and the peer-to-peer reachability (`analysis.p2p`).
 
 The rules, highest severity first: no IOMMU; P2P paths that bypass the IOMMU across group
 boundaries; identity (passthrough) default domains; interrupt remapping off; interrupt
-remapping without source-id checks (intremap=nosid); an ACS override in use; groups that mix endpoints; a config space too short to see ACS; lazy IOTLB
-invalidation; kernel groups that disagree with the model's; interrupt remapping unknown.
+remapping without source-id checks (intremap=nosid); an ACS override in use; groups that
+mix endpoints; a config space too short to see ACS; lazy IOTLB invalidation; kernel groups
+that disagree with the model's; interrupt remapping unknown.
 Findings are ranked by severity, then by rule order. Left out: firmware settings (Above-4G,
 ATS policy), RMRR/unity maps (identity maps for single devices), VFIO bindings.
 """

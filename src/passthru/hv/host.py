@@ -33,7 +33,13 @@ from passthru.hv.costs import DEFAULT_COSTS, Costs
 from passthru.hv.iommu_driver import IommuDriver
 from passthru.hv.vm import Vm
 from passthru.hw.frames import FrameAllocator
-from passthru.hw.iommu.vtd.entries import PID_CONTROL, PID_NDST_SHIFT, PID_NV_SHIFT, PID_ON
+from passthru.hw.iommu.vtd.entries import (
+    PID_CONTROL,
+    PID_HEAD,
+    PID_NDST_SHIFT,
+    PID_NV_SHIFT,
+    PID_ON,
+)
 from passthru.hw.iommu.vtd.intremap import InterruptResult
 from passthru.hw.iommu.vtd.unit import DmarUnit
 from passthru.hw.memory import HostMemory
@@ -201,18 +207,15 @@ class Host:
             return  # a host interrupt (or compatibility format): not the guests' business
         if intr.posted:
             # The CPU's posted-interrupt processing (SDM 29.6): PIR -> vIRR, clear ON.
+            mem = self.memory
             pda = self._pi_desc[(route.vm.name, route.vcpu)]
-            for word in range(4):
-                bits = self.memory.read_u64(pda + 8 * word)
-                if not bits:
-                    continue
-                self.memory.write_u64(pda + 8 * word, 0)
-                while bits:  # lowest set bit first, as before
+            *pir, ctl = PID_HEAD.unpack(mem.read(pda, PID_HEAD.size))
+            for word, bits in enumerate(pir):
+                while bits:  # lowest set bit first
                     low = bits & -bits
                     route.vm.deliver_interrupt(route.vcpu, word * 64 + low.bit_length() - 1,
                                                posted=True)
                     bits ^= low
-            ctl = self.memory.read_u64(pda + PID_CONTROL)
-            self.memory.write_u64(pda + PID_CONTROL, ctl & ~PID_ON)
+            mem.write(pda, PID_HEAD.pack(0, 0, 0, 0, ctl & ~PID_ON))  # PIR taken, ON clear
         else:
             route.vm.deliver_interrupt(route.vcpu, route.vector, posted=False)

@@ -27,7 +27,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from passthru.errors import ConfigError, OutOfResources
 from passthru.sim import Event
@@ -215,14 +215,33 @@ class Vm:
             length -= n
         return spans
 
+    def _in_big_frame(self, gpa: int, length: int) -> int | None:
+        """The HPA of ``[gpa, gpa + length)`` if it lies inside one 2 MiB frame, else None.
+
+        The common case of ``_spans``: one span, and no range check needed because every
+        2 MiB frame lies wholly inside guest RAM.
+        """
+        hpa = self._big.get(gpa >> 21)  # a negative gpa has a negative key: never found
+        off = gpa & (PAGE_2M - 1)
+        if hpa is not None and 0 <= length <= PAGE_2M - off:
+            return hpa + off
+        return None
+
     def read(self, gpa: int, length: int) -> bytes:
         """Guest RAM as the guest sees it (no input record: the bytes are already there)."""
         mem = self.host.memory
+        hpa = self._in_big_frame(gpa, length)
+        if hpa is not None:
+            return mem.read(hpa, length)
         return b"".join(mem.read(hpa, n) for hpa, n in self._spans(gpa, length))
 
     def write(self, gpa: int, data: bytes) -> None:
         """A guest store to RAM (the guest's own write; not an input)."""
         mem = self.host.memory
+        hpa = self._in_big_frame(gpa, len(data))
+        if hpa is not None:
+            mem.write(hpa, data)
+            return
         off = 0
         for hpa, n in self._spans(gpa, len(data)):
             mem.write(hpa, data[off:off + n])
@@ -237,15 +256,22 @@ class Vm:
         return h.hexdigest()
 
     # ------------------------------------------------------------------ the choke point
-    def inject(self, kind: InputKind, vcpu: int = 0, **fields: Any) -> InputRecord:
+    def inject(self, kind: InputKind, vcpu: int = 0, *, gpa: int | None = None,
+               size: int | None = None, value: int | None = None,
+               data: bytes | None = None) -> InputRecord | None:
         """Record one nondeterministic input and hand it to every hook, in order.
 
         ``vcpu`` is the vCPU whose retired-instruction count stamps the input: the one that
-        issued the MMIO read, the one an interrupt targets, vCPU 0 for DMA.
+        issued the MMIO read, the one an interrupt targets, vCPU 0 for DMA. Every input
+        takes a sequence number; the record itself is built only when a hook subscribes
+        (returns None otherwise: nothing could observe it).
         """
-        rec = InputRecord(self._seq, kind, vcpu, self.vcpus[vcpu].retired,
-                          self.host.env.now, **fields)
-        self._seq += 1
+        icount = self.vcpus[vcpu].retired
+        seq = self._seq
+        self._seq = seq + 1
+        if not self.input_hooks:
+            return None
+        rec = InputRecord(seq, kind, vcpu, icount, self.host.env.now, gpa, size, value, data)
         for hook in self.input_hooks:
             hook(rec)
         return rec
@@ -323,11 +349,11 @@ class Vm:
         self.inject(InputKind.INTERRUPT, vcpu, value=vector)
         cpu = self.vcpus[vcpu]
         cpu.pending.add(vector)
-        for key in (vector, None):
-            ev = cpu.waiters.pop(key, None)
-            if ev is not None:
-                ev.succeed(vector)
-                break
+        ev = cpu.waiters.pop(vector, None)
+        if ev is None:
+            ev = cpu.waiters.pop(None, None)  # a wait for any vector
+        if ev is not None:
+            ev.succeed(vector)
 
     def eoi_cost(self, *, posted: bool) -> int:
         """The cost of the guest's EOI: an exit without APIC virtualization (posted: none)."""

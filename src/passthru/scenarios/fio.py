@@ -155,6 +155,9 @@ class _Run:
         self.first_ns = 0
         self.last_ns = 0
         self.every = max(1, (job.ios or 1000) // 200)
+        # The job is frozen: its derived properties are read once, not per I/O.
+        self.random = job.random
+        self.read_fraction = job.read_fraction
 
     def _more(self) -> bool:
         job = self.job
@@ -164,13 +167,13 @@ class _Run:
 
     def issue(self, j: int) -> None:
         job, rng = self.job, self.rngs[j]
-        if job.random:
+        if self.random:
             idx = rng.randrange(self.region_blocks)
         else:
             idx = self.seq[j]
             self.seq[j] = idx + 1 if idx + 1 < self.region_blocks else 0
         block = j * self.region_blocks + idx
-        frac = job.read_fraction
+        frac = self.read_fraction
         is_read = frac == 1.0 or (frac > 0.0 and rng.random() < frac)
         lba = block * self.nblk
         if is_read:

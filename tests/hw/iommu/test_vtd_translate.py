@@ -363,6 +363,11 @@ def test_read_of_the_interrupt_range_is_a_recorded_read_fault(env):
     assert (f.reason, f.source_id, f.address, f.is_write) == (
         FaultReason.READ, SID, 0xFEDF_FFF8, False)
     assert env.unit.stats()["faults_recorded"] == before + 1
+    # A write that runs from below into the window is blocked whole: no byte lands.
+    env.tw.map(pgd, levels, 0xFEDF_F000, 0x7000)
+    f = env.unit.dma_write(SID, 0xFEDF_FFF0, b"\x55" * 32)
+    assert isinstance(f, FaultRecord) and f.reason == FaultReason.WRITE and f.is_write
+    assert env.mem.read(0x7FF0, 16) == bytes(16)
 
 
 def test_reset_returns_to_power_on_state(env):

@@ -53,6 +53,7 @@ VECTOR_BASE = 0x40  # admin queue's vector; I/O queue q uses VECTOR_BASE + q
 _OPC = {"read": C.IoOpcode.READ, "write": C.IoOpcode.WRITE, "flush": C.IoOpcode.FLUSH}
 _CQE_UNPACK = C.CQE.unpack
 _SQE_PACK = C.SQE_HEAD.pack
+_CQE_SIZE, _SQE_SIZE, _PAGE = C.CQE_SIZE, C.SQE_SIZE, C.PAGE
 
 
 class Kernel(Protocol):
@@ -286,28 +287,29 @@ class NvmeDriver:
             if op == "write":
                 yield from g.write(buf, req.data)  # type: ignore[arg-type]
             prp2 = 0
-            if nbytes > C.PAGE:
-                prp2 = buf + C.PAGE if nbytes <= 2 * C.PAGE else slot[1]
+            if nbytes > _PAGE:
+                prp2 = buf + _PAGE if nbytes <= 2 * _PAGE else slot[1]
             sqe = _SQE_PACK(_OPC[op] | cid << 16, 1, 0, 0, buf, prp2, req.lba & 0xFFFF_FFFF,
                             req.lba >> 32, req.nblocks - 1, 0, 0, 0)
-        yield from g.write(q.sq + q.tail * C.SQE_SIZE, sqe)
+        yield from g.write(q.sq + q.tail * _SQE_SIZE, sqe)
         q.tail = q.tail + 1 if q.tail + 1 < q.size else 0
         yield from g.mmio_write(q.sq_db, q.tail)
         self.busy_ns += env.now - t0
 
     def _irq_loop(self, q: _IoQueue) -> Gen:
         g, env = self.g, self.env
-        cq, size, slots = q.cq, q.size, q.slots
+        cq, size, slots, free = q.cq, q.size, q.slots, q.free
         lba_size = self.lba_size
+        irq_instr, complete_instr = self._irq_instr, self._complete_instr
         done: list[tuple[Event, int, int, bytes | None]] = []
         while True:
             yield from g.wait_interrupt(q.vector)
             t0 = env.now
             self.interrupts += 1
-            yield from g.compute(self._irq_instr)
+            yield from g.compute(irq_instr)
             reaped = 0
             while True:
-                raw = yield from g.read(cq + q.head * C.CQE_SIZE, C.CQE_SIZE)
+                raw = yield from g.read(cq + q.head * _CQE_SIZE, _CQE_SIZE)
                 _, _, _, _, cid, sf = _CQE_UNPACK(raw)
                 if sf & 1 != q.phase:
                     break
@@ -322,9 +324,9 @@ class NvmeDriver:
                 data = None
                 if req.op == "read" and status == 0:
                     data = yield from g.read(slot[0], req.nblocks * lba_size)
-                yield from g.compute(self._complete_instr)
+                yield from g.compute(complete_instr)
                 slot[2] = slot[3] = None
-                q.free.append(cid)
+                free.append(cid)
                 q.outstanding -= 1
                 self.completions += 1
                 done.append((ev, status, submit_ns, data))

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import heapq
 import random
+from bisect import bisect_right
 from dataclasses import dataclass, fields, replace
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from passthru.errors import ConfigError
@@ -106,6 +109,9 @@ def media_profile(name: str) -> MediaProfile:
                           ) from None
 
 
+_end = itemgetter(1)  # the end of a link reservation (start, end)
+
+
 class Namespace:
     """Namespace 1 of a controller: sparse data and the timing model (see the module doc)."""
 
@@ -130,6 +136,8 @@ class Namespace:
 
     # ------------------------------------------------------------------ data
     def read(self, slba: int, nlb: int) -> bytes:
+        if not self.blocks:
+            return bytes(nlb * self.lba_size)  # nothing written yet: every block reads as zeros
         get, zero = self.blocks.get, self._zero
         if nlb == 1:
             return get(slba, zero)
@@ -181,11 +189,14 @@ class Namespace:
         ``bandwidth``, and a later command whose data is ready earlier goes first, so a slow
         (tail) access does not hold up the ones behind it."""
         link = self._link
-        while link and link[0][1] <= now:
-            del link[0]  # finished transfers
+        # Reservations never overlap and are kept in order, so their ends ascend as well:
+        # the finished ones, and those ending by `ready`, are prefixes found by bisection.
+        finished = bisect_right(link, now, key=_end)
+        if finished:
+            del link[:finished]
         t = ready
-        i = 0
-        for start, end in link:
+        i = bisect_right(link, ready, key=_end)
+        for start, end in islice(link, i, None):
             if end > t:
                 if start >= t + xfer:
                     break  # the gap before this transfer is long enough

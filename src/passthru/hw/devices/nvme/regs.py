@@ -117,8 +117,9 @@ class RegisterFile:
         return self.values[name]
 
     def __setitem__(self, name: str, value: int) -> None:
-        """The device's own update (no masks applied)."""
-        self.values[name] = value & ((1 << (8 * self.by_name[name].width)) - 1)
+        """The device's own update (no masks applied). Values are kept as plain ints: an
+        IntFlag operand (``Csts.RDY``) would make every later ``&`` build a flag object."""
+        self.values[name] = int(value) & ((1 << (8 * self.by_name[name].width)) - 1)
 
     def field(self, reg: str, name: str) -> int:
         lsb, width = self.by_name[reg].fields[name]
@@ -145,7 +146,7 @@ class RegisterFile:
         old = self.values[r.name]
         new = (old & ~(r.rw & lane)) | (value & r.rw)
         new &= ~(value & r.w1c)
-        self.values[r.name] = new
+        self.values[r.name] = int(new)
         return r
 
     def save(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ paging entries, 256-bit descriptors and the PASID/device-TLB descriptor types (3
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
@@ -397,6 +398,9 @@ PID_SN = 1 << 1  # suppress notification
 PID_NV_SHIFT = 16  # notification vector, bits 279:272
 PID_NDST_SHIFT = 32  # notification destination, bits 319:288
 PID_RSVD_CONTROL = (0x3FFF << 2) | (0xFF << 24)
+# PIR (four quadwords) then the control quadword: one access for an update of both.
+PID_HEAD = struct.Struct("<5Q")
+assert PID_HEAD.size == PID_CONTROL + 8
 
 
 def pid_control(nv: int, ndst: int, *, on: bool = False, sn: bool = False) -> int:

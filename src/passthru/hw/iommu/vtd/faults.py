@@ -198,9 +198,11 @@ class FaultRecorder:
         self.next_index = (index + 1) % self.nfr
         self.recorded += 1
         if not fsts & Fsts.PPF:
-            fsts = (fsts & ~FSTS_FRI_MASK) | (index << FSTS_FRI_SHIFT) | Fsts.PPF
-            regs.set("FSTS_REG", fsts)
-            self._fault_event()
+            regs.set("FSTS_REG", (fsts & ~FSTS_FRI_MASK) | (index << FSTS_FRI_SHIFT) | Fsts.PPF)
+            # Spec 7.3.1 / QEMU vtd_generate_fault_event: no new event while software has an
+            # earlier condition (PFO, IQE) still to service.
+            if not fsts & (Fsts.PFO | Fsts.IQE):
+                self._fault_event()
         return True
 
     def update_ppf(self) -> None:

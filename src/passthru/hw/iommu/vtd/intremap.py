@@ -41,7 +41,7 @@ from passthru.hw.iommu.vtd.entries import (
     MSI_ADDR_IR_SHV,
     MSI_DATA_RESERVED,
     MSI_DATA_SUBHANDLE,
-    PID_CONTROL,
+    PID_HEAD,
     PID_NDST_SHIFT,
     PID_NV_SHIFT,
     PID_ON,
@@ -56,6 +56,8 @@ from passthru.hw.iommu.vtd.entries import (
 )
 from passthru.hw.iommu.vtd.faults import FaultReason, FaultRecord, FaultRecorder
 from passthru.hw.memory import HostMemory
+
+_RESULT_MEMO = 1024  # distinct interrupt results kept for reuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class InterruptRemapper:
         self.entries = 0
         self.eime = False
         self.cache: dict[int, tuple[Irte, int, int]] = {}  # interrupt entry cache: (irte, lo, hi)
+        # Results handed out, by everything they contain (see _result): they are immutable.
+        self._results: dict[tuple[int, int, int, int | None], InterruptResult] = {}
         # work counters
         self.requests = 0
         self.remapped = 0
@@ -196,22 +200,49 @@ class InterruptRemapper:
             irte = Irte.decode(lo, hi, eime=self.eime)
             self.cache[index] = (irte, lo, hi)
         else:
-            irte = cached[0]
+            irte, lo, _ = cached
         if not sid_matches(irte.sid, irte.sq, irte.svt, source_id):
             return self._fault(FaultReason.IR_SID_ERR, source_id, address, index, irte.fpd)
         if irte.posted:
-            return self._post(irte, source_id, address, index)
+            return self._post(irte, lo, source_id, address, index)
         self.remapped += 1
-        return InterruptResult(
-            vector=irte.vector,
-            destination=irte.destination,
-            delivery_mode=irte.delivery_mode,
-            trigger_mode=irte.trigger_mode,
-            dest_mode=irte.dest_mode,
-            redir_hint=irte.redir_hint,
-            remapped=True,
-            index=index,
-        )
+        return self._result(index, irte, lo, irte.destination, None)
+
+    def _result(
+        self, index: int, irte: Irte, lo: int, destination: int, nv: int | None
+    ) -> InterruptResult:
+        """The result of a remapped (or posted) request through ``irte`` (decoded from
+        ``lo``). A result is frozen, and its vector and modes come from the IRTE's low
+        qword, so (index, lo, destination, NV) determines it: equal requests share one
+        object instead of building it each time."""
+        key = (index, lo, destination, nv)
+        res = self._results.get(key)
+        if res is None:
+            if len(self._results) >= _RESULT_MEMO:
+                self._results.clear()
+            if irte.posted:
+                res = InterruptResult(
+                    vector=irte.vector,
+                    destination=destination,
+                    delivery_mode=DeliveryMode.FIXED,
+                    posted=True,
+                    remapped=True,
+                    index=index,
+                    notification_vector=nv,
+                )
+            else:
+                res = InterruptResult(
+                    vector=irte.vector,
+                    destination=destination,
+                    delivery_mode=irte.delivery_mode,
+                    trigger_mode=irte.trigger_mode,
+                    dest_mode=irte.dest_mode,
+                    redir_hint=irte.redir_hint,
+                    remapped=True,
+                    index=index,
+                )
+            self._results[key] = res
+        return res
 
     def _read_irte(self, index: int) -> tuple[int, int] | FaultReason:
         addr = self.table + index * 16
@@ -224,35 +255,27 @@ class InterruptRemapper:
         return lo, hi
 
     def _post(
-        self, irte: Irte, source_id: int, address: int, index: int
+        self, irte: Irte, lo: int, source_id: int, address: int, index: int
     ) -> InterruptResult | FaultRecord:
         """Interrupt posting (spec 5.2.3) into the descriptor at ``irte.pda``."""
         mem = self.memory
         pda = irte.pda
         try:
-            control = mem.read_u64(pda + PID_CONTROL)
-            word_addr = pda + (irte.vector >> 6) * 8
-            word = mem.read_u64(word_addr)
+            *pir, control = PID_HEAD.unpack(mem.read(pda, PID_HEAD.size))
         except IndexError:
             return self._fault(FaultReason.IR_PDA_INV, source_id, address, index, irte.fpd)
         if control & PID_RSVD_CONTROL:
             return self._fault(FaultReason.IR_PID_RSVD, source_id, address, index, irte.fpd)
-        mem.write_u64(word_addr, word | (1 << (irte.vector & 63)))  # PIR[vector] = 1
+        pir[irte.vector >> 6] |= 1 << (irte.vector & 63)  # PIR[vector] = 1
         self.posted += 1
         nv: int | None = None
         if not control & PID_ON and (irte.urgent or not control & PID_SN):
-            mem.write_u64(pda + PID_CONTROL, control | PID_ON)
             nv = (control >> PID_NV_SHIFT) & 0xFF
+            control |= PID_ON
             self.notifications += 1
+        # One write of PIR and control (the hardware's atomic descriptor update).
+        mem.write(pda, PID_HEAD.pack(*pir, control))
         ndst = (control >> PID_NDST_SHIFT) & 0xFFFFFFFF
         if not self.eime:
             ndst = (ndst >> 8) & 0xFF
-        return InterruptResult(
-            vector=irte.vector,
-            destination=ndst,
-            delivery_mode=DeliveryMode.FIXED,
-            posted=True,
-            remapped=True,
-            index=index,
-            notification_vector=nv,
-        )
+        return self._result(index, irte, lo, ndst, nv)

@@ -48,6 +48,8 @@ from passthru.hw.iommu.vtd.entries import (
     INV_DESC_WAIT_IF,
     INV_DESC_WAIT_RSVD,
     INV_DESC_WAIT_SW,
+    MSI_WINDOW_BASE,
+    MSI_WINDOW_LAST,
     PAGE_1G,
     PAGE_2M,
     AddressWidth,
@@ -55,7 +57,6 @@ from passthru.hw.iommu.vtd.entries import (
     InvDescType,
     IotlbGranularity,
     Irte,
-    is_interrupt_address,
 )
 from passthru.hw.iommu.vtd.faults import FaultReason, FaultRecord, FaultRecorder
 from passthru.hw.iommu.vtd.intremap import InterruptRemapper, InterruptResult
@@ -486,17 +487,19 @@ class DmarUnit:
     def _map_range(
         self, source_id: int, iova: int, length: int, is_write: bool
     ) -> list[tuple[int, int]] | FaultRecord | NoMemory:
-        if is_interrupt_address(iova) or (length and is_interrupt_address(iova + length - 1)):
-            if not is_write:
-                # A read of the interrupt range is blocked and, with remapping on, recorded
-                # as a read fault (spec 3.14; QEMU vtd_do_iommu_translate: VTD_FR_READ).
-                if not self.dma.enabled:
-                    return NoMemory(iova)
-                return self.dma.fault(FaultReason.READ, source_id, iova, False)
-            raise ValueError(
-                f"DMA at {iova:#x}+{length:#x} touches the MSI window: route it to "
-                "remap_interrupt (spec 3.14)"
-            )
+        if iova <= MSI_WINDOW_LAST and iova + max(length, 1) > MSI_WINDOW_BASE:  # any overlap
+            if is_write and iova >= MSI_WINDOW_BASE:
+                raise ValueError(
+                    f"DMA at {iova:#x}+{length:#x} starts in the MSI window: an interrupt "
+                    "request, route it to remap_interrupt (spec 3.14)"
+                )
+            # The interrupt range is not memory: a read of it, or a write that runs into it
+            # from below, is blocked and (remapping on) recorded as a read or write fault
+            # (spec 3.14; QEMU vtd_do_iommu_translate reports VTD_FR_READ for reads).
+            if not self.dma.enabled:
+                return NoMemory(max(iova, MSI_WINDOW_BASE))
+            reason = FaultReason.WRITE if is_write else FaultReason.READ
+            return self.dma.fault(reason, source_id, iova, is_write)
         pieces: list[tuple[int, int]] = []
         pos, end = iova, iova + length
         translate = self.translate
