@@ -524,8 +524,29 @@ class DmarUnit:
                 return NoMemory(max(a, size))
         return None
 
+    def _within_one_page(self, source_id: int, iova: int, length: int,
+                         is_write: bool) -> int | FaultRecord | NoMemory | None:
+        """The HPA of a request that one translation covers (most DMA: a 64-byte SQE, a 4 KiB
+        PRP page), its fault, or None for the general path (several pages, the MSI window)."""
+        if length <= 0 or not (iova + length <= MSI_WINDOW_BASE or iova > MSI_WINDOW_LAST):
+            return None
+        t = self.dma.translate(source_id, iova, is_write)
+        if isinstance(t, FaultRecord):
+            return t
+        offset = iova & (t.page_size - 1)
+        if offset + length > t.page_size:
+            return None  # the first page is translated again below: an IOTLB hit
+        hpa = t.hpa | offset
+        size = self.memory.size
+        return hpa if hpa + length <= size else NoMemory(max(hpa, size))
+
     def dma_read(self, source_id: int, iova: int, length: int) -> bytes | FaultRecord | NoMemory:
         """Translate every page of the read, then read; a fault reads nothing."""
+        one = self._within_one_page(source_id, iova, length, False)
+        if isinstance(one, int):
+            return self.memory.read(one, length)
+        if one is not None:
+            return one
         pieces = self._map_range(source_id, iova, length, False)
         if isinstance(pieces, (FaultRecord, NoMemory)):
             return pieces
@@ -538,6 +559,12 @@ class DmarUnit:
     def dma_write(self, source_id: int, iova: int, data: bytes) -> FaultRecord | NoMemory | None:
         """Translate every page of the write first; on a fault (or no memory) nothing is
         written."""
+        one = self._within_one_page(source_id, iova, len(data), True)
+        if isinstance(one, int):
+            self.memory.write(one, data)
+            return None
+        if one is not None:
+            return one
         pieces = self._map_range(source_id, iova, len(data), True)
         if isinstance(pieces, (FaultRecord, NoMemory)):
             return pieces
