@@ -188,6 +188,24 @@ def test_queue_creation_errors_use_spec_status_codes():
     assert h.admin(0x7F)[0] == C.GenericStatus.INVALID_OPCODE
 
 
+def test_number_of_queues_is_fixed_once_queues_exist():
+    env, port, ctrl = make()
+    h = Host(env, port, ctrl, 8)
+    h.enable()
+    sf = C.AdminOpcode.SET_FEATURES
+    assert h.admin(sf, cdw10=7, cdw11=0xFFFF)[0] == C.GenericStatus.INVALID_FIELD  # NCQR FFFFh
+    assert h.admin(sf, cdw10=7, cdw11=1 << 16 | 1) == (0, 1 << 16 | 1)
+    assert h.admin(sf, cdw10=7, cdw11=5 << 16 | 5) == (0, 1 << 16 | 1)  # holds until reset
+    assert h.admin(C.AdminOpcode.CREATE_IO_CQ, prp1=IOCQ + 8, cdw10=3 << 16 | 1,
+                   cdw11=1 << 16 | 1)[0] == C.GenericStatus.INVALID_PRP_OFFSET  # unaligned
+    assert h.admin(C.AdminOpcode.CREATE_IO_CQ, prp1=IOCQ, cdw10=3 << 16 | 1,
+                   cdw11=1 << 16 | 1)[0] == 0
+    assert h.admin(C.AdminOpcode.CREATE_IO_SQ, prp1=IOSQ + 64, cdw10=3 << 16 | 1,
+                   cdw11=1 << 16 | 1)[0] == C.GenericStatus.INVALID_PRP_OFFSET
+    # an I/O queue exists now: Command Sequence Error (generic 0Ch)
+    assert h.admin(sf, cdw10=7, cdw11=1)[0] == C.GenericStatus.COMMAND_SEQUENCE_ERROR
+
+
 def io(port, ctrl, env, tail, opc, slba, nlb, prp1, prp2=0, cid=1):
     port.write(IOSQ + 64 * (tail % 4), C.pack_sqe(opc, cid, 1, prp1, prp2, slba, 0, nlb - 1))
     ctrl.mmio_write(doorbell_offset(1, DoorbellKind.SQ_TAIL), (tail + 1) % 4, 4)

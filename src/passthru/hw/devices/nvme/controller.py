@@ -428,12 +428,14 @@ class NvmeController:
                 return _INVALID_FIELD, 0
             cap = min(self.profile.max_io_queues, self.msix_vectors - 1)
             if opc == A.SET_FEATURES:
-                if self.nqueues:
-                    return _cs(0x0D), 0  # Feature Not Changeable once queues were created
-                want = max((cdw11 & 0xFFFF), (cdw11 >> 16)) + 1
-                if want > 0xFFFF:
+                # Base spec 5.27.1.5 (QEMU nvme_set_feature): refused once any I/O queue
+                # exists; NSQR/NCQR = FFFFh is invalid; the allocation holds until reset.
+                if self.sqs.keys() - {0} or self.cqs.keys() - {0}:
+                    return C.status_field(C.GenericStatus.COMMAND_SEQUENCE_ERROR), 0
+                if (cdw11 & 0xFFFF) == 0xFFFF or (cdw11 >> 16) == 0xFFFF:
                     return _INVALID_FIELD, 0
-                self.nqueues = min(want, cap)
+                if not self.nqueues:
+                    self.nqueues = min(max(cdw11 & 0xFFFF, cdw11 >> 16) + 1, cap)
             n = (self.nqueues or cap) - 1
             return SUCCESS, n << 16 | n
         if opc == A.CREATE_IO_CQ:
@@ -467,6 +469,11 @@ class NvmeController:
             return _INVALID_FIELD  # CAP.CQR = 1: queues must be physically contiguous
         return SUCCESS
 
+    @staticmethod
+    def _queue_base(prp1: int) -> int | None:
+        """A contiguous queue's PRP1 must be page aligned (QEMU nvme_create_cq/_sq)."""
+        return None if prp1 & (C.PAGE - 1) else prp1
+
     def _create_cq(self, prp1: int, cdw10: int, cdw11: int) -> int:
         qid, qsize = cdw10 & 0xFFFF, (cdw10 >> 16) + 1
         pc, ien, iv = cdw11 & 1, bool(cdw11 & 2), cdw11 >> 16
@@ -475,7 +482,10 @@ class NvmeController:
             return bad
         if iv >= self.msix_vectors:
             return _cs(C.CommandSpecificStatus.INVALID_INTERRUPT_VECTOR)
-        self.cqs[qid] = CompletionQueue(qid, prp1 & ~(C.PAGE - 1), qsize, iv, ien)
+        base = self._queue_base(prp1)
+        if base is None:
+            return C.status_field(C.GenericStatus.INVALID_PRP_OFFSET)
+        self.cqs[qid] = CompletionQueue(qid, base, qsize, iv, ien)
         return SUCCESS
 
     def _create_sq(self, prp1: int, cdw10: int, cdw11: int) -> int:
@@ -486,7 +496,10 @@ class NvmeController:
             return bad
         if cqid == 0 or cqid not in self.cqs:
             return _cs(C.CommandSpecificStatus.COMPLETION_QUEUE_INVALID)
-        self.sqs[qid] = SubmissionQueue(qid, prp1 & ~(C.PAGE - 1), qsize, cqid)
+        base = self._queue_base(prp1)
+        if base is None:
+            return C.status_field(C.GenericStatus.INVALID_PRP_OFFSET)
+        self.sqs[qid] = SubmissionQueue(qid, base, qsize, cqid)
         return SUCCESS
 
     def _identify(self, cns: int, nsid: int, prp1: int, prp2: int) -> int:
