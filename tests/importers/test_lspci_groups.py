@@ -196,3 +196,43 @@ def test_cli_json_lists_the_known_x570_residual():
     doc = json.loads(res.output)
     assert [d["device"] for d in doc["disagreements"]] == ["0000:00:00.0", "0000:00:00.2"]
     assert all(d["reported_group"] is None for d in doc["disagreements"])
+
+
+# ---------------------------------------------------------------- dumps taken without -nn
+def _group_of(groups: list[IommuGroup], bdf: str) -> list[str]:
+    return next(g.bdfs() for g in groups if bdf in g.bdfs())
+
+
+@pytest.mark.parametrize(("dump", "ports"), [
+    ("lenovo_z510_haswell.txt", ["0000:00:1c.0", "0000:00:1c.4"]),  # 8 Series PCH (8c1x)
+    (DELL, ["0000:00:1c.0", "0000:00:1c.7"]),  # C610/X99 Wellsburg PCH (8d1x)
+])
+def test_pch_root_ports_of_a_dump_without_ids_get_the_quirk(dump, ports):
+    # The names lspci printed are looked up in the bundled pci.ids table, so the Intel PCH
+    # ACS quirk applies as on the machine: each root port is its own group.
+    topo = load_lspci(str(DATA / dump))
+    port = topo.find(ports[0][5:])
+    assert not port.ids_known and port.ids_inferred and port.vendor_id == 0x8086
+    groups = compute_iommu_groups(topo)
+    for bdf in ports:
+        assert _group_of(groups, bdf) == [bdf]
+    assert any("looked up by name" in w for w in import_warnings(topo))
+
+
+def test_ids_from_name_round_trips_the_bundled_table():
+    from passthru.importers.pci_names import _quirks_of, _table, ids_from_name
+
+    vendors, devices = _table()
+    names = {vid: vname for vname, vid in reversed(vendors)}  # the current (first) names
+    checked = 0
+    for vid, by_name in devices.items():
+        for name, dids in by_name.items():
+            got = ids_from_name(f"{names[vid]} {name}")
+            if got[1] is not None:  # resolved: quirked like every ID of that name
+                assert got[0] == vid or names[got[0]] == names[vid]
+                assert all(_quirks_of(vid, d) == _quirks_of(*got) for d in dids)
+                checked += 1
+    assert checked > 200
+    assert ids_from_name("Broadcom Corporation Device 16be") == (0x14E4, 0x16BE)
+    assert ids_from_name("Realtek Semiconductor Co., Ltd. RTL8111") == (None, None)
+    assert ids_from_name("Intel Corporation Ethernet Controller X710") == (0x8086, None)

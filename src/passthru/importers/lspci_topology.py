@@ -15,6 +15,7 @@ from passthru.hw.pci.ids import pci_devfn, pci_devid
 from passthru.hw.pci.regs import AcsFlags, PcieType
 from passthru.hw.pci.topology import Topology
 from passthru.importers.lspci import LspciDevice, parse_lspci
+from passthru.importers.pci_names import ids_from_name
 
 _EXPRESS_TYPES = {
     "endpoint": PcieType.ENDPOINT,
@@ -131,13 +132,18 @@ def _add(topo: Topology, bus: PciBus, rec: LspciDevice) -> PciFunction:
             vf_device_id=s.vf_device_id or 0,
             initial_vfs=s.initial_vfs,
         )
+    vid, did, inferred = rec.vendor_id, rec.device_id, False
+    if vid is None or did is None:  # no -nn: the quirks still need the IDs
+        ivid, idid = ids_from_name(rec.description)
+        if ivid is not None:
+            vid, did, inferred = ivid, idid if idid is not None else did, True
     fn = topo.add_function(
         bus,
         rec.device,
         rec.function,
         pcie_type=ptype,
-        vendor_id=rec.vendor_id or 0,
-        device_id=rec.device_id or 0,
+        vendor_id=vid or 0,
+        device_id=did or 0,
         class_code=class_code,
         name=rec.description,
         acs=acs,
@@ -154,7 +160,8 @@ def _add(topo: Topology, bus: PciBus, rec: LspciDevice) -> PciFunction:
     fn.class_name = rec.class_name
     fn.revision = rec.revision or 0
     fn.iommu_group_hint = rec.iommu_group
-    fn.ids_known = rec.vendor_id is not None and rec.device_id is not None
+    fn.ids_known = rec.vendor_id is not None and rec.device_id is not None  # printed ones
+    fn.ids_inferred = inferred
     fn.bars = _bars(rec)
     if fn.subordinate is not None:
         fn.subordinate.number = rec.secondary_bus if rec.secondary_bus is not None else -1
@@ -210,7 +217,8 @@ def import_warnings(topo: Topology) -> list[str]:
     missing = [fn for fn in topo.functions() if not fn.ids_known]
     if not missing:
         return []
+    inferred = sum(fn.ids_inferred for fn in missing)
     return [f"{len(missing)} function(s) have no [vvvv:dddd] IDs (the dump was taken without "
-            "-nn): Linux's device quirks (Intel PCH root ports, multifunction NICs, DMA "
-            "aliases) cannot be matched, so those devices may be grouped more coarsely than "
-            "Linux does; take the dump with `sudo lspci -vvv -nn`"]
+            f"-nn); for the {inferred} of a vendor Linux has device quirks for, the IDs were "
+            "looked up by name in the bundled pci.ids table (a device renamed since is taken "
+            "as unquirked); take the dump with `sudo lspci -vvv -nn` to be sure"]

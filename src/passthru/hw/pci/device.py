@@ -166,6 +166,7 @@ class PciFunction:
         self.pref_window: tuple[int, int] | None = None
         self.iommu_group_hint: int | None = None  # a real host's reported group, if imported
         self.ids_known = True  # False for a dump taken without -nn (no [vvvv:dddd] tags)
+        self.ids_inferred = False  # IDs looked up from the printed name (importers.pci_names)
 
     # -- identity -------------------------------------------------------------------------
     @property
