@@ -55,7 +55,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     empty.write_text("")
     for args in (["groups", "--acs-override", "sideways"], ["groups", "--lspci", str(empty)],
                  ["groups", "--lspci", str(tmp_path / "missing.txt")],
-                 ["groups", "--example", "mainframe"]):
+                 ["groups", "--example", "mainframe"], ["groups", "--acs-override", ""],
+                 ["groups", "--lspci", str(tmp_path)]):
         proc = subprocess.run([sys.executable, "-m", "passthru.cli.main", *args],
                               capture_output=True, text=True)
         assert proc.returncode == 2, args

@@ -71,7 +71,7 @@ def groups(lspci_file: str | None, example: str, acs_override: str | None, p2p: 
         topo = EXAMPLE_HOSTS[example]()
     if no_rc_p2p:
         topo.rc_p2p = False
-    override = AcsOverride.parse(acs_override) if acs_override else None
+    override = AcsOverride.parse(acs_override) if acs_override is not None else None
     result = compute_iommu_groups(topo, override)
     disagreements = compare_with_reported(result) if override is None else []
     report = p2p_report(topo, override) if (p2p or override) else None
