@@ -216,3 +216,34 @@ def test_acs_control_write_changes_the_grouping():
     after = members(t)
     assert ["0000:02:00.0", "0000:03:00.0"] in after and ["0000:03:00.0"] in before
     assert port.acs_ctl() == AcsFlags(0)
+
+
+def test_ricoh_dma_func0_alias_merges_functions():
+    # quirk_dma_func0_alias: function 1 of 1180:e832 DMAs with function 0's requester ID.
+    t = Topology()
+    rp = t.add_root_port(1, acs=FULL)
+    mf_acs = AcsSpec(AcsFlags.RR | AcsFlags.CR, AcsFlags.RR | AcsFlags.CR)
+    for fn in (0, 1):
+        t.add_endpoint(rp, 0, fn, vendor_id=0x1180, device_id=0xE832, class_code=0x088000,
+                       bars=[0x800], acs=mf_acs)
+    t.enumerate()
+    assert members(t) == [["0000:00:01.0"], ["0000:01:00.0", "0000:01:00.1"]]
+
+
+@pytest.mark.parametrize(("ids", "alias"), [((0x1B21, 0x1080), True), ((0x1B21, 0x1234), False)])
+def test_pcie_bridge_alias_flag_makes_a_conventional_bridge_alias_as_secondary_00_0(ids, alias):
+    # quirk_use_pcie_bridge_dma_alias: an ASM1083 is a PCIe-to-PCI bridge without a PCIe
+    # capability; pci_for_each_dma_alias then uses (secondary bus, 00.0), not its own RID.
+    from passthru.analysis.groups import pci_for_each_dma_alias
+    from passthru.hw.pci.fabric import Fabric, MemRequest, RouteKind
+
+    t = Topology()
+    rp = t.add_root_port(1, acs=FULL)
+    br = t.add_pci_device(rp, 0, vendor_id=ids[0], device_id=ids[1], class_code=0x060400)
+    dev = t.add_pci_device(br, 3, bars=[0x1000])
+    t.enumerate()
+    assert br.is_bridge and br.pcie_bridge_alias is alias
+    want = (br.secondary_bus << 8) if alias else br.rid
+    assert (br, want) in list(pci_for_each_dma_alias(dev))
+    out = Fabric(t).route(dev, MemRequest(dev.rid, 0x1000, 4, is_write=True))
+    assert out.kind is RouteKind.ROOT_COMPLEX and out.rc_requester_id == want

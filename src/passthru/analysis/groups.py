@@ -50,6 +50,8 @@ def pci_for_each_dma_alias(pdev: PciFunction):  # noqa: ANN201 - generator of (d
                 yield tmp, pci_devid(tmp.secondary_bus or 0, 0)
             elif tmp.pcie_type == PcieType.PCIE_BRIDGE:
                 yield tmp, tmp.rid
+        elif tmp.pcie_bridge_alias:  # a PCIe-to-PCI bridge without its PCIe capability
+            yield tmp, pci_devid(tmp.secondary_bus or 0, 0)
         else:
             yield tmp, tmp.rid  # a conventional bridge takes ownership
         assert tmp.bus is not None

@@ -153,6 +153,7 @@ class PciFunction:
         self.bars: list[Bar] = []
         self.driver: str | None = None
         self.dma_alias_devfns: set[int] = set()  # dev->dma_alias_mask
+        self.pcie_bridge_alias = False  # PCI_DEV_FLAG_PCIE_BRIDGE_ALIAS (hw.pci.quirks)
         self.dev_flags: set[str] = set()
         self.physfn: PciFunction | None = None  # set on SR-IOV virtual functions
         self.virtfns: list[PciFunction] = []

@@ -153,7 +153,7 @@ class Fabric:
                                     reason=f"no function below {up.bdf} claims 0x{addr:x}")
             if up.pcie_type == PcieType.PCI_BRIDGE or (not up.is_pcie and up.is_bridge):
                 # The bridge takes ownership of the transaction (PCIe-to-PCI bridge spec 2.3).
-                if up.pcie_type == PcieType.PCI_BRIDGE:
+                if up.pcie_type == PcieType.PCI_BRIDGE or up.pcie_bridge_alias:
                     rid = pci_devid(up.secondary_bus or 0, 0)
                 else:
                     rid = up.rid

@@ -7,8 +7,10 @@ Three kinds matter for isolation:
   The Intel PCH and Sunrise/Union Point root-port quirks are modelled as they behave
   *after* Linux's enable quirk ran at boot (`pci_quirk_enable_intel_pch_acs()` /
   `..._spt_pch_acs()`), which happens whenever an IOMMU driver requested ACS.
-* DMA alias quirks (`quirk_dma_func1_alias`): functions that issue DMA with function 1's
-  requester ID, which forces them into one IOMMU group.
+* DMA alias quirks (`quirk_dma_func1_alias`, `quirk_dma_func0_alias`): functions that issue
+  DMA with function 1's (or 0's) requester ID, which forces them into one IOMMU group; and
+  `quirk_use_pcie_bridge_dma_alias`: PCIe-to-PCI bridges without a PCIe capability, which
+  take ownership of forwarded requests as (secondary bus, 00.0).
 * Intel Root Complex Integrated Endpoints (`pci_quirk_rciep_acs`, every Intel RCiEP): the
   VT-d spec (r3.1 sec. 3.16) lets them peer only on translated addresses, so Linux treats
   them as isolated even without an ACS capability (e.g. a Wi-Fi RCiEP sharing a slot with
@@ -19,8 +21,8 @@ SPT root-port lists, the multifunction endpoints of Intel, Solarflare, Emulex, C
 Broadcom and Zhaoxin, and the Wangxun NICs.
 
 Left out: AMD southbridge quirk (needs the ACPI IVRS table), the Cavium ThunderX, QCOM, HXT,
-NXP, Loongson, Annapurna, APM/Ampere and Zhaoxin root-port quirks, the PCIe-to-PCI bridge
-alias flag quirks, and quirks that only change link or power behaviour.
+NXP, Loongson, Annapurna, APM/Ampere and Zhaoxin root-port quirks, the fixed (Adaptec) and
+multi-alias (MIC x200, VCA) DMA aliases, and quirks that only change link or power behaviour.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ PCI_VENDOR_ID_WANGXUN = 0x8088
 PCI_VENDOR_ID_SOLARFLARE = 0x1924
 PCI_VENDOR_ID_MARVELL_EXT = 0x1B4B
 PCI_VENDOR_ID_TTI = 0x1103
+PCI_VENDOR_ID_JMICRON = 0x197B
+PCI_VENDOR_ID_RICOH = 0x1180
+PCI_VENDOR_ID_GLENFLY = 0x6766
 
 # pci_quirk_intel_pch_acs_ids[]: PCH root ports with ACS-like isolation but no ACS capability
 # (Intel, Red Hat bugzilla 1037684).
@@ -89,12 +94,25 @@ WANGXUN_ACS_IDS = frozenset(
 )
 WANGXUN_ACS_FLAGS = AcsFlags.SV | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF
 
-# quirk_dma_func1_alias: Marvell SATA/SSD controllers and HighPoint (TTI) parts.
+# quirk_dma_func1_alias: Marvell SATA/SSD controllers, HighPoint (TTI) parts, the JMicron
+# JMB388 eSATA function and the Plextor M6E (Lite-On, a Marvell 88SS9183 inside).
 DMA_FUNC1_ALIAS_IDS = frozenset(
     [(PCI_VENDOR_ID_MARVELL_EXT, d) for d in (
         0x9120, 0x9123, 0x9125, 0x9128, 0x9130, 0x9170, 0x9172, 0x917A, 0x9182, 0x9183,
         0x91A0, 0x9215, 0x9220, 0x9230, 0x9235)]
     + [(PCI_VENDOR_ID_TTI, 0x0642), (PCI_VENDOR_ID_TTI, 0x0645)]
+    + [(PCI_VENDOR_ID_JMICRON, 0x2393), (0x1C28, 0x0122)]
+)
+# quirk_dma_func0_alias: Ricoh card readers and Glenfly GPUs DMA as function 0.
+DMA_FUNC0_ALIAS_IDS = frozenset(
+    [(PCI_VENDOR_ID_RICOH, 0xE832), (PCI_VENDOR_ID_RICOH, 0xE476),
+     (PCI_VENDOR_ID_GLENFLY, 0x3D40), (PCI_VENDOR_ID_GLENFLY, 0x3D41)]
+)
+# quirk_use_pcie_bridge_dma_alias: PCIe-to-PCI bridges that lack a PCIe capability (ASMedia
+# ASM1083/1085, Tundra 8113, ITE 8892/8893, Intel 82801 244e): they alias as (secondary, 00.0).
+PCIE_BRIDGE_ALIAS_IDS = frozenset(
+    [(0x1B21, 0x1080), (0x10E3, 0x8113), (0x1283, 0x8892), (0x1283, 0x8893),
+     (PCI_VENDOR_ID_INTEL, 0x244E)]
 )
 
 _MF_MASK = AcsFlags.SV | AcsFlags.TB | AcsFlags.RR | AcsFlags.CR | AcsFlags.UF | AcsFlags.DT
@@ -171,6 +189,14 @@ def pci_dev_specific_acs_enabled(dev: PciFunction, acs_flags: AcsFlags) -> int:
 
 
 def apply_dma_alias_quirks(dev: PciFunction) -> None:
-    """quirk_dma_func1_alias(): function 0 of these parts DMAs as function 1."""
-    if (dev.vendor_id, dev.device_id) in DMA_FUNC1_ALIAS_IDS and dev.function != 1:
+    """The DMA alias fixups Linux runs at header time (DECLARE_PCI_FIXUP_HEADER)."""
+    ids = (dev.vendor_id, dev.device_id)
+    if ids in DMA_FUNC1_ALIAS_IDS and dev.function != 1:  # quirk_dma_func1_alias()
         dev.dma_alias_devfns.add((dev.devfn & ~7) | 1)
+    if ids in DMA_FUNC0_ALIAS_IDS and dev.function != 0:  # quirk_dma_func0_alias()
+        dev.dma_alias_devfns.add(dev.devfn & ~7)
+    if ids in PCIE_BRIDGE_ALIAS_IDS:  # quirk_use_pcie_bridge_dma_alias()
+        up = dev.bus.self_ if dev.bus is not None else None
+        dev.pcie_bridge_alias = (
+            dev.is_bridge and not dev.is_pcie and up is not None and up.is_pcie
+            and up.pcie_type != PcieType.PCI_BRIDGE)
