@@ -13,6 +13,7 @@ from passthru.errors import ConfigError, PassthruError
 from passthru.hv.backends import virtio_blk as backend
 from passthru.hv.backends.virtio_blk import VirtioBlkPath
 from passthru.hv.host import Host
+from passthru.hw.devices.nvme.namespace import media_profile
 from passthru.hw.devices.virtio import COMMON_CFG, DEVICE_CFG, DeviceStatus, Feature, bit
 from passthru.hw.devices.virtio.blk import CFG_BLK_SIZE, CFG_CAPACITY, BlkStatus, ReqType
 from passthru.hw.devices.virtio.virtqueue import DescFlags
@@ -182,7 +183,10 @@ def test_notification_options_change_exits_and_cost():
 
 @pytest.mark.parametrize("indirect", [True, False])
 def test_queue_depth_up_to_the_queue_size(indirect):
-    p = make(queue_size=16, indirect=indirect)
+    # Writes slow enough that all 16 are in flight before the first completes: the iothread
+    # submits them one at a time.
+    slow = media_profile("nand").with_(write_ns=500_000)
+    p = make(queue_size=16, indirect=indirect, device=slow)
     assert p.max_queue_depth == (16 if indirect else 5)
     reqs = [IoRequest("write", 8 * i, 8, pattern(4096, i)) for i in range(16)]
     events = [p.submit(r) for r in reqs]

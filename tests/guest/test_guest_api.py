@@ -55,6 +55,36 @@ def test_two_vcpus_run_concurrently_and_count_separately():
     assert [v.retired for v in vm.vcpus] == [3000, 2000]
 
 
+def test_processes_on_one_vcpu_queue_for_it_in_order():
+    host, vm = guest(costs=Costs(guest_ipc=1, cpu_mhz=1000))
+    done = []
+
+    def prog(n):
+        def body(g):
+            yield from g.compute(n)
+            done.append((n, g.env.now, g.retired))
+        return body
+
+    g = GuestKernel(vm, 0)
+    g.run(prog(3000))
+    g.run(prog(2000))
+    host.env.run()
+    # the second starts when the first is done; its instructions retire when it starts
+    assert done == [(3000, 3000, 3000), (2000, 5000, 5000)]
+    assert vm.vcpus[0].cpu.busy_ns == 5000 and vm.vcpus[1].cpu.busy_ns == 0
+
+
+def test_an_injected_interrupt_waits_for_the_busy_vcpu():
+    host, vm = guest(costs=Costs(guest_ipc=1, cpu_mhz=1000), posted_interrupts=False)
+    GuestKernel(vm, 0).run(lambda g: g.compute(3000))
+    host.env.run(until=1)
+    vm.deliver_interrupt(0, 0x31, posted=False)  # the exit queues behind the guest's work
+    host.env.run()
+    c = host.costs
+    assert host.env.now == 3000 + c.vm_exit_ns + c.interrupt_inject_ns
+    assert 0x31 in vm.vcpus[0].pending
+
+
 def test_wait_interrupt_blocks_until_delivery_and_consumes_the_vector():
     host, vm = guest(posted_interrupts=True)
     g = GuestKernel(vm)

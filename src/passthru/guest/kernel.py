@@ -12,16 +12,23 @@ What is modelled
             data = yield from g.read(buf, 64)
             yield from g.compute(1000)
 
-    ``compute(n)`` retires ``n`` instructions and advances time by ``n / (IPC * f)``
+    ``compute(n)`` retires ``n`` instructions taking ``n / (IPC * f)`` of vCPU time
     (``Costs.guest_ipc``, ``Costs.cpu_mhz``). MMIO reads and writes cost what the region
     makes them cost (an exit for an emulated device, a PCIe round trip for a passthrough BAR)
     and each retires one instruction; reading or writing guest RAM retires one instruction per
     call (the model's granularity). ``wait_interrupt`` halts the vCPU until the vector is
     pending, consumes it and pays the EOI (an exit unless posted interrupts/APICv are on).
+    ``compute`` and ``mmio_write`` return the vCPU time they charged.
+
+    The vCPU executes one thing at a time: every cost above is booked on its
+    :class:`~passthru.hv.cpu.Cpu`, so processes on one vCPU (a driver's submitters and its
+    interrupt handler) queue FIFO for it. A call's instructions retire and its access takes
+    effect when the vCPU starts it; with nothing else booked (QD1) that is at once.
 
 What is left out
-    Guest page tables (GVA = GPA), caches, preemption between processes on one vCPU (several
-    processes on one vCPU interleave at their yields), and a real allocator: ``alloc_dma`` is a
+    Guest page tables (GVA = GPA), caches, preemption between processes on one vCPU (they
+    interleave at their yields, each call queued behind the calls booked before it), and a
+    real allocator: ``alloc_dma`` is a
     bump allocator over guest RAM above ``heap_base`` that never frees.
 """
 
@@ -98,28 +105,45 @@ class GuestKernel:
 
     # ------------------------------------------------------------------ MMIO
     def mmio_read(self, gpa: int, size: int = 4) -> GuestGen:
-        self._cpu.retired += 1
-        value, cost = self.vm.mmio_read(self.vcpu, gpa, size)
+        vm, cpu = self.vm, self._cpu
+        region, cost = vm.mmio_access(self.vcpu, gpa, write=False)
+        wait = cpu.cpu.book(cost)
+        if wait:
+            yield wait  # the vCPU is busy with earlier work
+        cpu.retired += 1
+        value = vm.mmio_read(self.vcpu, region, gpa, size)
         if cost:
             yield cost
         return value
 
     def mmio_write(self, gpa: int, value: int, size: int = 4) -> GuestGen:
-        self._cpu.retired += 1
-        cost = self.vm.mmio_write(self.vcpu, gpa, value, size)
+        cpu = self._cpu
+        region, cost = self.vm.mmio_access(self.vcpu, gpa, write=True)
+        wait = cpu.cpu.book(cost)
+        if wait:
+            yield wait
+        cpu.retired += 1
+        region.handler.write(gpa - region.base, value, size)
         if cost:
             yield cost
+        return cost
 
     # ------------------------------------------------------------------ time and interrupts
     def compute(self, n_instructions: int) -> GuestGen:
         if n_instructions < 0:
             raise ValueError(f"compute({n_instructions}): instruction count must be >= 0")
-        self._cpu.retired += n_instructions
         ns = self._ns.get(n_instructions)
         if ns is None:
             ns = self._compute_ns(n_instructions)
+        cpu = self._cpu
+        if ns:
+            wait = cpu.cpu.book(ns)
+            if wait:
+                yield wait
+        cpu.retired += n_instructions
         if ns:
             yield ns
+        return ns
 
     def wait_interrupt(self, vector: int) -> GuestGen:
         """Halt until ``vector`` is pending; consume it, then EOI. Returns the vector."""
@@ -129,8 +153,12 @@ class GuestKernel:
             cpu.waiters[vector] = ev
             yield ev
         cpu.pending.discard(vector)
-        cpu.retired += 1  # the EOI write
         cost = self.vm.eoi_cost(posted=self.vm.host.posted_interrupts)
+        if cost:
+            wait = cpu.cpu.book(cost)
+            if wait:
+                yield wait
+        cpu.retired += 1  # the EOI write
         if cost:
             yield cost
         return vector

@@ -6,7 +6,10 @@ What is modelled
       GPA->HPA map is two dicts (2 MiB and 4 KiB granules); ``gpa_to_hpa`` walks them, and
       ``read``/``write`` split accesses at frame boundaries (what EPT does for the vCPU).
     - vCPUs pinned 1:1 to host cores; each counts retired guest instructions, exits and the
-      interrupts pending in its (virtual) local APIC.
+      interrupts pending in its (virtual) local APIC, and runs its work serially on its own
+      :class:`~passthru.hv.cpu.Cpu`: guest code, trapped MMIO (KVM and QEMU handle an exit on
+      the vCPU thread, so the exit's time is the vCPU's), EOI exits and the exit that
+      injects an interrupt all queue FIFO on it. Posted delivery takes no vCPU time.
     - Guest-physical MMIO regions above RAM (``mmio_base``): a region either traps (an
       emulated device: every access is a VM exit, counted and costed) or is a passthrough BAR
       mapped by EPT (no exit; the access goes straight to the device model).
@@ -17,8 +20,9 @@ What is modelled
 
 What is left out
     EPT tables in host memory (the map is a Python dict), guest page faults, vCPU scheduling
-    (a pinned vCPU owns its core), memory ballooning and hotplug, MMIO regions overlapping RAM,
-    the virtual APIC's priority logic (pending vectors are delivered lowest first).
+    (a pinned vCPU owns its core: two vCPUs sharing a core do not slow each other), memory
+    ballooning and hotplug, MMIO regions overlapping RAM, the virtual APIC's priority logic
+    (pending vectors are delivered lowest first).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from passthru.errors import ConfigError, OutOfResources
+from passthru.hv.cpu import Cpu
 from passthru.sim import Event
 
 if TYPE_CHECKING:
@@ -110,6 +115,7 @@ class VmStats:
 class Vcpu:
     index: int
     core: int
+    cpu: Cpu  # the vCPU's time: everything it executes is booked here
     retired: int = 0
     exits: int = 0
     pending: set[int] = field(default_factory=set)
@@ -142,7 +148,8 @@ class Vm:
         self.name = name
         self.memory_bytes = memory_bytes
         self.costs = host.costs
-        self.vcpus = [Vcpu(i, core) for i, core in enumerate(vcpu_pins)]
+        self.vcpus = [Vcpu(i, core, Cpu(host.env, f"{name}/vcpu{i}"))
+                      for i, core in enumerate(vcpu_pins)]
         self.stats = VmStats()
         self.input_hooks: list[InputHook] = []
         self._seq = 0
@@ -314,20 +321,22 @@ class Vm:
         self.stats.mmio_direct += 1
         return 0
 
-    def mmio_read(self, vcpu: int, gpa: int, size: int) -> tuple[int, int]:
-        """A guest load from MMIO: returns (value, cost in ns). The value is an input."""
+    def mmio_access(self, vcpu: int, gpa: int, *, write: bool) -> tuple[MmioRegion, int]:
+        """The region a guest MMIO access at ``gpa`` reaches and the vCPU time it costs (an
+        exit is counted here). The caller performs it with :meth:`mmio_read` or the region's
+        handler once the vCPU gets to it."""
         region = self.region_at(gpa)
-        cost = self._account(vcpu, region) or self.costs.mmio_passthrough_read_ns
+        c = self.costs
+        cost = self._account(vcpu, region) or (c.mmio_passthrough_write_ns if write
+                                                else c.mmio_passthrough_read_ns)
+        return region, cost
+
+    def mmio_read(self, vcpu: int, region: MmioRegion, gpa: int, size: int) -> int:
+        """Perform a guest load from ``region`` (see :meth:`mmio_access`); the value is an
+        input."""
         value = region.handler.read(gpa - region.base, size)
         self.inject(InputKind.MMIO_READ, vcpu, gpa=gpa, size=size, value=value)
-        return value, cost
-
-    def mmio_write(self, vcpu: int, gpa: int, value: int, size: int) -> int:
-        """A guest store to MMIO: returns its cost in ns."""
-        region = self.region_at(gpa)
-        cost = self._account(vcpu, region) or self.costs.mmio_passthrough_write_ns
-        region.handler.write(gpa - region.base, value, size)
-        return cost
+        return value
 
     # ------------------------------------------------------------------ interrupts
     def deliver_interrupt(self, vcpu: int, vector: int, *, posted: bool) -> None:
@@ -337,11 +346,15 @@ class Vm:
             delay = c.posted_delivery_ns
             self.stats.interrupts_posted += 1
         else:
-            delay = c.vm_exit_ns + c.interrupt_inject_ns
+            cost = c.vm_exit_ns + c.interrupt_inject_ns
             self.stats.interrupts_injected += 1
             self.stats.exits += 1
-            self.stats.exit_ns += delay
-            self.vcpus[vcpu].exits += 1
+            self.stats.exit_ns += cost
+            cpu = self.vcpus[vcpu]
+            cpu.exits += 1
+            # The kick's exit and the injection on the next VM entry run on the vCPU
+            # (kvm_vcpu_kick, vcpu_enter_guest -> kvm_inject_pending_event).
+            delay = cpu.cpu.delay(cost)
         self.host.env.timeout(delay).add_callback(
             lambda _ev: self._arrive(vcpu, vector))
 

@@ -15,6 +15,8 @@ Results
     IOPS and bandwidth over the measured interval (first submission to last completion),
     completion latency mean/p50/p99/p99.9, and per I/O: VM exits, interrupts, host CPU time,
     plus the IOTLB hit rate of the path's DMA, all from the path's monotonic counters.
+    ``cpu_util`` is the busiest CPU's work over the measured interval (1.0: that CPU never
+    idled, so it bounds the IOPS: ``iops <= cpu_util * 1e6 / its us of work per I/O``).
 
 Left out
     Think time, rate limiting, ramp time, zoned/zipf distributions, unaligned I/O, and
@@ -104,6 +106,7 @@ class FioResult:
     verified: int
     verify_errors: int
     posted_interrupts: bool = True
+    cpu_util: float | None = None  # the busiest CPU's busy fraction (None: no CPU reported)
     latencies_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64),
                                      repr=False)
 
@@ -118,6 +121,7 @@ class FioResult:
             "exits_per_io": round(self.exits_per_io, 3),
             "irqs_per_io": round(self.irqs_per_io, 3),
             "cpu_us_per_io": round(self.cpu_us_per_io, 3),
+            "cpu_util": None if self.cpu_util is None else round(self.cpu_util, 4),
             "iotlb_hit_rate": (None if self.iotlb_hit_rate is None
                                else round(self.iotlb_hit_rate, 4)),
             "verified": self.verified, "verify_errors": self.verify_errors,
@@ -257,6 +261,7 @@ def run_fio(path: IoPath, job: FioJob, *, device: str = "", progress: Progress |
     else:
         lat_us = {"mean": 0.0, "p50": 0.0, "p99": 0.0, "p999": 0.0}
     per = 1 / n if n else 0.0
+    busy = [ns - c0.cpu_busy_ns.get(name, 0) for name, ns in c1.cpu_busy_ns.items()]
     hits = c1.iotlb_hits - c0.iotlb_hits
     misses = c1.iotlb_misses - c0.iotlb_misses
     return FioResult(
@@ -268,4 +273,5 @@ def run_fio(path: IoPath, job: FioJob, *, device: str = "", progress: Progress |
         cpu_us_per_io=(c1.host_cpu_ns - c0.host_cpu_ns) * per / 1e3,
         iotlb_hit_rate=hits / (hits + misses) if hits + misses else None,
         verified=run.verified, verify_errors=run.verify_errors,
-        posted_interrupts=posted_interrupts, latencies_ns=lat)
+        posted_interrupts=posted_interrupts,
+        cpu_util=max(busy) / elapsed if busy else None, latencies_ns=lat)

@@ -50,6 +50,8 @@ class PathCounters:
     iotlb_hits: int = 0
     iotlb_misses: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    cpu_busy_ns: dict[str, int] = field(default_factory=dict)  # work booked per CPU (name ->
+    # ns) on every CPU the path runs on (vCPUs, host cores, device model threads)
 
 
 class IoPath(Protocol):

@@ -64,10 +64,10 @@ class Kernel(Protocol):
     vcpu: int
 
     def mmio_read(self, addr: int, size: int = 4) -> Gen: ...
-    def mmio_write(self, addr: int, value: int, size: int = 4) -> Gen: ...
+    def mmio_write(self, addr: int, value: int, size: int = 4) -> Gen: ...  # returns its ns
     def read(self, addr: int, n: int) -> Gen: ...
     def write(self, addr: int, data: bytes) -> Gen: ...
-    def compute(self, n_instructions: int) -> Gen: ...
+    def compute(self, n_instructions: int) -> Gen: ...  # returns its ns
     def wait_interrupt(self, vector: int) -> Gen: ...
     def alloc_dma(self, size: int, align: int = 4096) -> int: ...
 
@@ -113,7 +113,8 @@ class NvmeDriver:
         self.nsze = 0
         self.mqes = 0
         self.identify: dict[str, Any] = {}
-        self.busy_ns = 0  # driver CPU time (submit and completion work, incl. MMIO cost)
+        self.busy_ns = 0  # driver CPU work (submit and completion, incl. MMIO cost; not the
+        # time spent waiting for a busy CPU)
         self.completions = 0
         self.interrupts = 0
         c = g.costs
@@ -273,11 +274,10 @@ class NvmeDriver:
         return ev
 
     def _submit(self, q: _IoQueue, cid: int, req: IoRequest, ev: Event) -> Gen:
-        g, env = self.g, self.env
-        t0 = env.now
+        g = self.g
         slot = q.slots[cid]
-        slot[2], slot[3], slot[4] = ev, req, t0
-        yield from g.compute(self._submit_instr)
+        slot[2], slot[3], slot[4] = ev, req, self.env.now
+        busy = yield from g.compute(self._submit_instr)
         op = req.op
         if op == "flush":
             sqe = _SQE_PACK(C.IoOpcode.FLUSH | cid << 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -293,8 +293,8 @@ class NvmeDriver:
                             req.lba >> 32, req.nblocks - 1, 0, 0, 0)
         yield from g.write(q.sq + q.tail * _SQE_SIZE, sqe)
         q.tail = q.tail + 1 if q.tail + 1 < q.size else 0
-        yield from g.mmio_write(q.sq_db, q.tail)
-        self.busy_ns += env.now - t0
+        busy += yield from g.mmio_write(q.sq_db, q.tail)
+        self.busy_ns += busy
 
     def _irq_loop(self, q: _IoQueue) -> Gen:
         g, env = self.g, self.env
@@ -304,9 +304,8 @@ class NvmeDriver:
         done: list[tuple[Event, int, int, bytes | None]] = []
         while True:
             yield from g.wait_interrupt(q.vector)
-            t0 = env.now
             self.interrupts += 1
-            yield from g.compute(irq_instr)
+            busy = yield from g.compute(irq_instr)
             reaped = 0
             while True:
                 raw = yield from g.read(cq + q.head * _CQE_SIZE, _CQE_SIZE)
@@ -324,15 +323,15 @@ class NvmeDriver:
                 data = None
                 if req.op == "read" and status == 0:
                     data = yield from g.read(slot[0], req.nblocks * lba_size)
-                yield from g.compute(complete_instr)
+                busy += yield from g.compute(complete_instr)
                 slot[2] = slot[3] = None
                 free.append(cid)
                 q.outstanding -= 1
                 self.completions += 1
                 done.append((ev, status, submit_ns, data))
             if reaped:
-                yield from g.mmio_write(q.cq_db, q.head)
-            self.busy_ns += env.now - t0
+                busy += yield from g.mmio_write(q.cq_db, q.head)
+            self.busy_ns += busy
             # The woken tasks run once the handler has returned (after the CQ doorbell).
             now = env.now
             for ev, status, submit_ns, data in done:

@@ -154,7 +154,7 @@ class VirtioBlkDriver:
         self.kicks = 0
         self.kicks_suppressed = 0
         self.completions = 0
-        self.cpu_ns = 0  # guest time spent in this driver's compute()
+        self.cpu_ns = 0  # vCPU work charged by this driver's compute()
         c = g.costs
         self._submit_insns = c.ns_to_instructions(c.syscall_ns + c.block_layer_submit_ns)
         self._done_insns = c.ns_to_instructions(c.block_layer_complete_ns)
@@ -172,9 +172,7 @@ class VirtioBlkDriver:
         return (yield from self.g.mmio_read(self.bar + COMMON_CFG + off, size))
 
     def _compute(self, n: int) -> GuestGen:
-        t0 = self.g.env.now
-        yield from self.g.compute(n)
-        self.cpu_ns += self.g.env.now - t0
+        self.cpu_ns += yield from self.g.compute(n)
 
     def has(self, feature: int) -> bool:
         return bool(self.features >> int(feature) & 1)

@@ -22,14 +22,29 @@ What is modelled
         (:class:`HostNvmeBackend`: io_submit into the host block layer and the host's NVMe
         driver on the physical SSD). Completions are injected through KVM (irqfd).
 
+    CPU time is a resource (:class:`~passthru.hv.cpu.Cpu`): each CPU runs its work serially,
+    FIFO, so a path is bounded by its busiest CPU. Bare metal runs the driver, its interrupt
+    handler and the block layer on host core 0 (fio ``numjobs=1`` is one thread on one core;
+    Linux blk-mq completes a request on the CPU the interrupt hit, and the NVMe driver's
+    managed IRQ affinity points a queue's vector at the CPUs that submit to it). In a VM the
+    guest driver and its handler run on vCPU 0. The emulated controller's MMIO exits are
+    handled on the vCPU thread (QEMU ``kvm_cpu_exec`` -> ``memory_region_dispatch_write``);
+    command processing, ``io_submit`` and the AIO completion run on the device model's
+    thread (QEMU's main loop: ``nvme_process_sq`` is a bottom half), which is
+    :class:`HostNvmeBackend`'s host core, where the host NVMe driver's submit and interrupt
+    work runs too.
+
     ``PATHS`` maps a path name to a builder ``PathConfig -> IoPath``; other backends join it
     with :func:`register_path` (``passthru.hv.backends.virtio_blk`` adds "virtio-blk" when
     imported; :func:`build_path` imports it on first use).
 
 Left out
     HLT exits while the vCPU idles between I/Os and halt polling, host scheduling of the
-    device model's thread (it runs as soon as it is kicked), ioeventfd for the emulated
-    doorbells (QEMU's default for NVMe is off), vIOMMU, and SR-IOV/mediated paths.
+    device model's thread (it owns its core and runs as soon as it is kicked and free),
+    preemption (an interrupt handler queues behind work already booked on its CPU), one
+    core per fio job on bare metal (all jobs share core 0, as they share vCPU 0), ioeventfd
+    for the emulated doorbells (QEMU's default for NVMe is off), vIOMMU, and SR-IOV/mediated
+    paths.
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from passthru.errors import ConfigError
 from passthru.guest.drivers.nvme import NvmeDriver
 from passthru.guest.kernel import GuestKernel
 from passthru.hv.costs import DEFAULT_COSTS, Costs
+from passthru.hv.cpu import Cpu, busy_by_name
 from passthru.hv.host import Host
 from passthru.hv.vfio import Vfio
 from passthru.hv.vm import MmioRegion, Vm
@@ -307,7 +323,8 @@ class MsixTrap:
 class HostKernel:
     """The host kernel as the driver sees it on bare metal: the :class:`GuestKernel` API on a
     host core. DMA buffers are host frames (addresses are HPAs; the IOMMU passes host DMA
-    through), MMIO goes straight to the device model, interrupts arrive by remapping."""
+    through), MMIO goes straight to the device model, interrupts arrive by remapping. Every
+    cost is booked on the core's :class:`Cpu` (``cpu``), like a vCPU's in ``GuestKernel``."""
 
     def __init__(self, host: Host, core: int, heap_bytes: int) -> None:
         self.host = host
@@ -324,6 +341,7 @@ class HostKernel:
         self.waiters: dict[int, Event] = {}
         self.interrupts = 0
         self.retired = 0
+        self.cpu = Cpu(host.env, f"core{core}")
 
     def __repr__(self) -> str:
         return f"<HostKernel core {self.vcpu} heap={self._heap:#x}>"
@@ -347,17 +365,26 @@ class HostKernel:
         return base
 
     def mmio_read(self, addr: int, size: int = 4) -> Gen:
+        cost = self.costs.mmio_passthrough_read_ns
+        wait = self.cpu.book(cost)
+        if wait:
+            yield wait  # the core is busy with earlier work
         self.retired += 1
         off, bar, handler = self._region(addr)
         value = int.from_bytes(handler.read(bar, off, size), "little")
-        yield self.costs.mmio_passthrough_read_ns
+        yield cost
         return value
 
     def mmio_write(self, addr: int, value: int, size: int = 4) -> Gen:
+        cost = self.costs.mmio_passthrough_write_ns
+        wait = self.cpu.book(cost)
+        if wait:
+            yield wait
         self.retired += 1
         off, bar, handler = self._region(addr)
         handler.write(bar, off, value.to_bytes(size, "little"))
-        yield self.costs.mmio_passthrough_write_ns
+        yield cost
+        return cost
 
     def read(self, addr: int, n: int) -> Gen:
         self.retired += 1
@@ -371,10 +398,15 @@ class HostKernel:
         yield  # pragma: no cover
 
     def compute(self, n_instructions: int) -> Gen:
-        self.retired += n_instructions
         ns = self.costs.instructions_ns(n_instructions)
         if ns:
+            wait = self.cpu.book(ns)
+            if wait:
+                yield wait
+        self.retired += n_instructions
+        if ns:
             yield ns
+        return ns
 
     def interrupt(self, vector: int) -> None:
         """A remapped MSI for this core: the LAPIC takes it after ``host_irq_delivery_ns``."""
@@ -467,12 +499,12 @@ class BareMetalPath(_NvmePathBase):
         yield from self.driver.probe()
 
     def counters(self) -> PathCounters:
-        c = self.cfg.costs
         k = self.kernel
-        cpu = self.driver.busy_ns + k.interrupts * c.guest_irq_entry_ns
+        cpu = self.driver.busy_ns  # the driver's work includes each interrupt entry
         return PathCounters(ios=self.driver.completions, vm_exits=0, interrupts=k.interrupts,
                             host_cpu_ns=cpu, iotlb_hits=0, iotlb_misses=0,
-                            extra={"dma_requests": self.port.requests})
+                            extra={"dma_requests": self.port.requests},
+                            cpu_busy_ns=busy_by_name([k.cpu]))
 
 
 class PassthroughPath(_NvmePathBase):
@@ -511,13 +543,14 @@ class PassthroughPath(_NvmePathBase):
         irqs = s.interrupts_posted + s.interrupts_injected
         exit_irq_ns = (s.interrupts_injected * (c.vm_exit_ns + c.interrupt_inject_ns)
                        + s.eoi_exits * c.eoi_exit_ns)
-        cpu = self.driver.busy_ns + exit_irq_ns + self.driver.interrupts * c.guest_irq_entry_ns
+        cpu = self.driver.busy_ns + exit_irq_ns  # driver work includes interrupt entries
         misses = self.port.misses
         return PathCounters(ios=self.driver.completions, vm_exits=s.exits, interrupts=irqs,
                             host_cpu_ns=cpu, iotlb_hits=max(0, self.port.requests - misses),
                             iotlb_misses=misses,
                             extra={"dma_requests": self.port.requests,
-                                   "interrupts_posted": s.interrupts_posted})
+                                   "interrupts_posted": s.interrupts_posted},
+                            cpu_busy_ns=busy_by_name([vm.vcpus[0].cpu]))
 
 
 class HostNvmeBackend:
@@ -526,8 +559,10 @@ class HostNvmeBackend:
     (the bare-metal stack); completions come back through AIO to the model's thread.
 
     Usable by any emulated or paravirtual device model as its :class:`Media`
-    (``lba_size``, ``nsze``, ``submit``). ``cpu_ns`` is the host CPU time spent on the
-    model's behalf outside the host driver (model work, syscalls, completion wake-ups).
+    (``lba_size``, ``nsze``, ``submit``, ``cpu``). ``cpu_ns`` is the host CPU time spent on
+    the model's behalf outside the host driver (model work, syscalls, completion wake-ups).
+    ``cpu`` is the model's thread: its own work, the ``io_submit`` it makes, the host
+    driver's submit and interrupt work and the AIO completion all run there, serially.
     """
 
     def __init__(self, host: Host, cfg: PathConfig, *, model_cmd_ns: int | None = None,
@@ -556,6 +591,7 @@ class HostNvmeBackend:
         self.cpu_ns = 0
         self.requests = 0
         self._backlog: list[tuple[IoRequest, Callable[[int, bytes | None], None]]] = []
+        self.cpu = self.kernel.cpu  # the model's thread shares the host driver's core
 
     def __repr__(self) -> str:
         return f"<HostNvmeBackend requests={self.requests} {self.driver!r}>"
@@ -570,15 +606,15 @@ class HostNvmeBackend:
     @property
     def host_cpu_ns(self) -> int:
         """Model + syscall + host kernel (driver, block layer, interrupts) time so far."""
-        return (self.cpu_ns + self.driver.busy_ns
-                + self.kernel.interrupts * self.costs.guest_irq_entry_ns)
+        return self.cpu_ns + self.driver.busy_ns  # driver work includes interrupt entries
 
     def submit(self, op: int, slba: int, nlb: int, data: bytes | None,
                done: Callable[[int, bytes | None], None]) -> None:
         req = IoRequest(_OPS[op], slba, nlb if op else 0, data)
         self.requests += 1
         self.cpu_ns += self._submit_ns
-        self.env.timeout(self._submit_ns).add_callback(lambda _e: self._issue(req, done))
+        delay = self.cpu.delay(self._submit_ns)  # on the model's thread (QEMU main loop)
+        self.env.timeout(delay).add_callback(lambda _e: self._issue(req, done))
 
     def _issue(self, req: IoRequest, done: Callable[[int, bytes | None], None]) -> None:
         q = self.driver.queues[0]
@@ -591,7 +627,10 @@ class HostNvmeBackend:
     def _complete(self, comp: Any, done: Callable[[int, bytes | None], None]) -> None:
         wake = self.costs.aio_complete_ns
         self.cpu_ns += wake
-        self.env.timeout(wake).add_callback(lambda _e: done(comp.status, comp.data))
+        # io_getevents and the completion callback run on the model's thread (linux-aio.c
+        # qemu_laio_completion_cb)
+        self.env.timeout(self.cpu.delay(wake)).add_callback(
+            lambda _e: done(comp.status, comp.data))
         if self._backlog:
             req, d = self._backlog.pop(0)
             self._issue(req, d)
@@ -680,14 +719,14 @@ class EmulatedPath(_NvmePathBase):
         irqs = s.interrupts_posted + s.interrupts_injected
         exit_irq_ns = (s.interrupts_injected * (c.vm_exit_ns + c.interrupt_inject_ns)
                        + s.eoi_exits * c.eoi_exit_ns)
-        cpu = (self.driver.busy_ns + exit_irq_ns + self.driver.interrupts * c.guest_irq_entry_ns
-               + self.backend.host_cpu_ns)
+        cpu = self.driver.busy_ns + exit_irq_ns + self.backend.host_cpu_ns
         # The model reads guest RAM directly and the host's DMA is passed through (iommu=pt):
         # no IOTLB on this path.
         return PathCounters(ios=self.driver.completions, vm_exits=s.exits, interrupts=irqs,
                             host_cpu_ns=cpu, iotlb_hits=0, iotlb_misses=0,
                             extra={"mmio_exits": s.mmio_exits,
-                                   "backend_requests": self.backend.requests})
+                                   "backend_requests": self.backend.requests},
+                            cpu_busy_ns=busy_by_name([vm.vcpus[0].cpu, self.backend.cpu]))
 
 
 register_path("bare-metal", BareMetalPath)

@@ -33,16 +33,26 @@ What is modelled
       (``Vm.dma_write``); completion is an MSI-X interrupt raised through KVM's irqfd
       (``Vm.deliver_interrupt``: injected with an exit, or posted with APICv), and the
       guest's EOI exits unless APIC virtualization is on (``Host.posted_interrupts``).
+    - CPU time is a resource (:class:`~passthru.hv.cpu.Cpu`). The guest driver, its
+      interrupt handler and its exits run on the vCPU. The device model is one QEMU
+      iothread (``-object iothread``, ``virtio-blk-pci,iothread=``) on the media's thread
+      ``Media.cpu``: popping and parsing requests (``vq_pop_ns``), the host I/O it makes
+      (``io_submit`` into the host block layer and NVMe driver; the SSD's vector is affine
+      to that core, so the host's interrupt work runs there too) and completing them
+      (AIO completion, ``complete_ns``) all queue FIFO on that one thread, so it bounds the
+      path's IOPS.
 
 Costs (``VirtioBlkCosts``; specific to this device model, so not in ``hv.costs``)
     See the field comments for the source of each default.
 
 What is left out
     Multiqueue (all jobs share one virtqueue) and several iothreads, vhost-kernel/vhost-user,
-    the host page cache (``cache=none``, O_DIRECT), request merging in QEMU, serialization of
-    completions on the iothread, the iothread's own core (not taken from
-    ``Host.core_owner``), and migration of in-flight requests (``save_state`` refuses while
-    requests are in flight). The disk's contents are not part of the device state.
+    the host page cache (``cache=none``, O_DIRECT), request merging in QEMU, the iothread's
+    own core (not taken from ``Host.core_owner``), the CPU time of the poll loop's idle
+    passes (they yield to any work on the thread) and, with ``notify="userspace"``, the
+    vCPU thread popping the ring inside the exit (the pop runs on the media's thread), and
+    migration of in-flight requests (``save_state`` refuses while requests are in flight).
+    The disk's contents are not part of the device state.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from typing import Any, Literal, Protocol
 from passthru.errors import ConfigError, PassthruError
 from passthru.guest.drivers.virtio_blk import VirtioBlkDriver
 from passthru.guest.kernel import GuestKernel
+from passthru.hv.cpu import Cpu, busy_by_name
 from passthru.hv.host import Host
 from passthru.hv.vm import MmioRegion, Vm
 from passthru.hw.devices.nvme.namespace import MediaProfile, Namespace, media_profile
@@ -132,6 +143,7 @@ class Media(Protocol):
 
     lba_size: int
     nsze: int
+    cpu: Cpu  # the host thread that performs the I/O (and runs the device model)
 
     @property
     def host_cpu_ns(self) -> int: ...
@@ -142,7 +154,8 @@ class Media(Protocol):
 class DirectMedia:
     """The SSD's :class:`Namespace` behind the host I/O stack, costed but not simulated:
     ``syscall + io_submit + blk-mq + NVMe driver`` before the device, the namespace's service
-    time, then ``NVMe driver + blk-mq completion + AIO completion`` (all ``hv.costs``)."""
+    time, then ``NVMe driver + blk-mq completion + AIO completion`` (all ``hv.costs``), both
+    on its own host thread ``cpu`` (the iothread that submits)."""
 
     def __init__(self, host: Host, profile: MediaProfile, capacity_bytes: int,
                  *, name: str = "vblk0") -> None:
@@ -157,6 +170,7 @@ class DirectMedia:
                             + c.aio_complete_ns)
         self.cpu_ns = 0
         self.requests = 0
+        self.cpu = Cpu(host.env, f"{name}/iothread")
 
     def __repr__(self) -> str:
         return f"<DirectMedia {self.ns!r} requests={self.requests}>"
@@ -175,9 +189,9 @@ class DirectMedia:
         self.env.process(self._io(op, slba, nlb, data, done))
 
     def _io(self, op: int, slba: int, nlb: int, data: bytes | None, done: Done) -> Gen:
-        yield self.submit_ns
+        yield self.cpu.delay(self.submit_ns)
         if op and not self.ns.in_range(slba, nlb):
-            yield self.complete_ns
+            yield self.cpu.delay(self.complete_ns)
             done(0x80, None)  # NVMe LBA Out of Range
             return
         yield self.ns.service(self.env.now, op, nlb * self.lba_size if op else 0)
@@ -185,7 +199,7 @@ class DirectMedia:
             assert data is not None
             self.ns.write(slba, data)
         out = self.ns.read(slba, nlb) if op == 2 else None
-        yield self.complete_ns
+        yield self.cpu.delay(self.complete_ns)
         done(0, out)
 
 
@@ -362,7 +376,8 @@ class VirtioBlkPath:
                    "poll_ns": polling, "iothread_wakeups": self.wakeups,
                    "device_model_ns": self.model_ns, "guest_driver_ns": self.driver.cpu_ns,
                    "mmio_exits": st.mmio_exits, "chain_errors": len(self.errors),
-                   "peak_inflight": self.peak_inflight})
+                   "peak_inflight": self.peak_inflight},
+            cpu_busy_ns=busy_by_name([self.vm.vcpus[self.vcpu].cpu, self.media.cpu]))
 
     # ------------------------------------------------------------------ device side
     def _on_notify(self, queue: int) -> None:
@@ -415,7 +430,7 @@ class VirtioBlkPath:
         while True:
             while (chain := ring.pop()) is not None:
                 self.model_ns += self.costs.vq_pop_ns
-                yield self.costs.vq_pop_ns
+                yield self.media.cpu.delay(self.costs.vq_pop_ns)  # on the iothread
                 if ring is not self._ring():
                     return  # reset while we were busy
                 if isinstance(chain, ChainError):  # QEMU virtio_error(): the device breaks
@@ -475,7 +490,7 @@ class VirtioBlkPath:
     def _complete(self, ring: DeviceRing, req: BlkRequest, status: BlkStatus,
                   data: bytes | None) -> Gen:
         self.model_ns += self.costs.complete_ns
-        yield self.costs.complete_ns
+        yield self.media.cpu.delay(self.costs.complete_ns)  # virtio_blk_req_complete
         self.inflight -= 1
         if ring is not self._ring():
             return  # the device was reset meanwhile: the request is dropped
