@@ -220,3 +220,17 @@ def test_iotlb_misses_are_costed_and_a_warm_iotlb_is_free():
     host.dma_write(dev.fn, 0x20_0040, b"b" * 64)
     assert host.last_dma_ns == 0
     assert host.iotlb_walk_ns == first
+
+
+def test_bar_window_prefers_the_register_level_write_and_falls_back_to_bytes():
+    host, vm, vfio, dev, assigned = setup()
+    values = []
+    host.attach_device(dev.fn, read=dev.read, write=dev.write,
+                       write_value=lambda bar, off, value, size: values.append((off, value,
+                                                                               size)))
+    window = vm.region_at(assigned.bar_gpas[0]).handler
+    window.write(REG_LEN, 0x1234, 8)
+    assert values == [(REG_LEN, 0x1234, 8)] and dev.regs[REG_LEN] == 0
+    host.attach_device(dev.fn, read=dev.read, write=dev.write)  # no write_value: bytes again
+    window.write(REG_LEN, 0x1234, 8)
+    assert dev.regs[REG_LEN] == 0x1234 and len(values) == 1

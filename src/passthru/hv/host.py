@@ -54,6 +54,7 @@ POSTED_INTR_VECTOR = 0xF2  # Linux arch/x86/include/asm/irq_vectors.h POSTED_INT
 
 DeviceRead = Callable[[Bar, int, int], bytes]
 DeviceWrite = Callable[[Bar, int, bytes], None]
+DeviceWriteValue = Callable[[Bar, int, int, int], None]  # (bar, offset, value, size)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class IrqRoute:
     vcpu: int
     vector: int
     posted: bool
+    pda: int | None = None  # the vCPU's posted-interrupt descriptor (posted routes)
 
 
 class Host:
@@ -106,6 +108,8 @@ class Host:
         self.vms: dict[str, Vm] = {}
         self.core_owner: dict[int, str] = {}  # core -> the first VM pinned to it
         self.device_models: dict[int, tuple[DeviceRead | None, DeviceWrite | None]] = {}
+        # id(fn) -> the model's register-level write, for CPU stores (no bytes round trip)
+        self.device_write_values: dict[int, DeviceWriteValue] = {}
         self.owner: dict[int, Vm] = {}  # id(PciFunction) -> the VM it is assigned to
         self.irq_routes: dict[int, IrqRoute] = {}  # IRTE handle -> route
         self._pi_desc: dict[tuple[str, int], int] = {}  # (vm, vcpu) -> descriptor HPA
@@ -145,9 +149,17 @@ class Host:
 
     # ------------------------------------------------------------------ device models
     def attach_device(self, fn: PciFunction, *, read: DeviceRead | None = None,
-                      write: DeviceWrite | None = None) -> None:
-        """Register the model answering MMIO to ``fn``'s BARs (from CPUs and from peers)."""
+                      write: DeviceWrite | None = None,
+                      write_value: DeviceWriteValue | None = None) -> None:
+        """Register the model answering MMIO to ``fn``'s BARs (from CPUs and from peers).
+
+        ``write_value(bar, offset, value, size)``, if given, must do what ``write`` does with
+        ``value.to_bytes(size, "little")``; a CPU store (a register-sized int) uses it."""
         self.device_models[id(fn)] = (read, write)
+        if write_value is None:
+            self.device_write_values.pop(id(fn), None)
+        else:
+            self.device_write_values[id(fn)] = write_value
         self.platform.attach_mmio(fn, read=read, write=write)
 
     def _walk_cost(self, walks_before: int) -> None:
@@ -208,7 +220,9 @@ class Host:
         if intr.posted:
             # The CPU's posted-interrupt processing (SDM 29.6): PIR -> vIRR, clear ON.
             mem = self.memory
-            pda = self._pi_desc[(route.vm.name, route.vcpu)]
+            pda = route.pda
+            if pda is None:
+                pda = self._pi_desc[(route.vm.name, route.vcpu)]
             *pir, ctl = PID_HEAD.unpack(mem.read(pda, PID_HEAD.size))
             for word, bits in enumerate(pir):
                 while bits:  # lowest set bit first

@@ -41,14 +41,22 @@ class _BarWindow:
     host: Host
     fn: PciFunction
     bar: Bar
+    _key: int = field(init=False, repr=False)  # id(fn): the host's device-model key
+
+    def __post_init__(self) -> None:
+        self._key = id(self.fn)
 
     def read(self, offset: int, size: int) -> int:
-        read, _ = self.host.device_models.get(id(self.fn), (None, None))
+        read, _ = self.host.device_models.get(self._key, (None, None))
         data = read(self.bar, offset, size) if read is not None else b"\xff" * size
         return int.from_bytes(data[:size], "little")
 
     def write(self, offset: int, value: int, size: int) -> None:
-        _, write = self.host.device_models.get(id(self.fn), (None, None))
+        write_value = self.host.device_write_values.get(self._key)
+        if write_value is not None:  # the model takes the register value as an int
+            write_value(self.bar, offset, value, size)
+            return
+        _, write = self.host.device_models.get(self._key, (None, None))
         if write is not None:
             write(self.bar, offset, value.to_bytes(size, "little"))
 
@@ -156,12 +164,13 @@ class Vfio:
         if not 0 <= vcpu < len(vm.vcpus):
             raise AssignmentError(f'vm "{vm.name}" has no vcpu {vcpu} for the MSI of {fn.bdf}')
         posted = host.posted_interrupts
+        pda = None
         if posted:
-            handle = host.iommu.alloc_irte(fn.rid, vector, 0,
-                                           posted=host.posted_descriptor(vm, vcpu))
+            pda = host.posted_descriptor(vm, vcpu)
+            handle = host.iommu.alloc_irte(fn.rid, vector, 0, posted=pda)
         else:
             # Remapped to a host vector on the vCPU's core; the host injects `vector`.
             handle = host.iommu.alloc_irte(fn.rid, vector, vm.vcpus[vcpu].core)
-        host.irq_routes[handle] = IrqRoute(vm, vcpu, vector, posted)
+        host.irq_routes[handle] = IrqRoute(vm, vcpu, vector, posted, pda)
         dev.irq_handles[vector] = handle
         return host.iommu.msi_message(handle)

@@ -309,27 +309,29 @@ class Vm:
                 return r
         raise ValueError(f"vm {self.name!r}: no MMIO region at gpa {gpa:#x}")
 
-    def _account(self, vcpu: int, region: MmioRegion) -> int:
+    def _account_exit(self, vcpu: int, region: MmioRegion) -> int:
         c = self.costs
-        if region.traps:
-            cost = c.exit_ns(userspace=region.userspace) + c.mmio_emulate_ns
-            self.vcpus[vcpu].exits += 1
-            self.stats.exits += 1
-            self.stats.mmio_exits += 1
-            self.stats.exit_ns += cost
-            return cost
-        self.stats.mmio_direct += 1
-        return 0
+        cost = c.exit_ns(userspace=region.userspace) + c.mmio_emulate_ns
+        self.vcpus[vcpu].exits += 1
+        self.stats.exits += 1
+        self.stats.mmio_exits += 1
+        self.stats.exit_ns += cost
+        return cost
 
     def mmio_access(self, vcpu: int, gpa: int, *, write: bool) -> tuple[MmioRegion, int]:
         """The region a guest MMIO access at ``gpa`` reaches and the vCPU time it costs (an
         exit is counted here). The caller performs it with :meth:`mmio_read` or the region's
         handler once the vCPU gets to it."""
         region = self.region_at(gpa)
+        if region.traps:
+            cost = self._account_exit(vcpu, region)
+            if cost:
+                return region, cost
+        else:
+            self.stats.mmio_direct += 1
+        # A direct access (or a free exit) costs the PCIe round trip.
         c = self.costs
-        cost = self._account(vcpu, region) or (c.mmio_passthrough_write_ns if write
-                                                else c.mmio_passthrough_read_ns)
-        return region, cost
+        return region, c.mmio_passthrough_write_ns if write else c.mmio_passthrough_read_ns
 
     def mmio_read(self, vcpu: int, region: MmioRegion, gpa: int, size: int) -> int:
         """Perform a guest load from ``region`` (see :meth:`mmio_access`); the value is an

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from passthru.sim import Environment, Event
 
@@ -18,16 +18,16 @@ PathName = Literal["bare-metal", "passthrough", "emulated", "virtio-blk"]
 Op = Literal["read", "write", "flush"]
 
 
-@dataclass(frozen=True, slots=True)
-class IoRequest:
+# Immutable records made once per I/O: a NamedTuple builds in about a third of the time of a
+# frozen dataclass (which pays an object.__setattr__ per field).
+class IoRequest(NamedTuple):
     op: Op
     lba: int  # in logical blocks of the path's `block_size`
     nblocks: int
     data: bytes | None = None  # for writes: exactly nblocks * block_size bytes
 
 
-@dataclass(frozen=True, slots=True)
-class IoCompletion:
+class IoCompletion(NamedTuple):
     status: int  # 0 = success (NVMe SC / virtio-blk VIRTIO_BLK_S_OK)
     submit_ns: int
     complete_ns: int

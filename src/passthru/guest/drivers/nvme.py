@@ -291,13 +291,15 @@ class NvmeDriver:
                 prp2 = buf + _PAGE if nbytes <= 2 * _PAGE else slot[1]
             sqe = _SQE_PACK(_OPC[op] | cid << 16, 1, 0, 0, buf, prp2, req.lba & 0xFFFF_FFFF,
                             req.lba >> 32, req.nblocks - 1, 0, 0, 0)
-        yield from g.write(q.sq + q.tail * _SQE_SIZE, sqe)
-        q.tail = q.tail + 1 if q.tail + 1 < q.size else 0
-        busy += yield from g.mmio_write(q.sq_db, q.tail)
+        tail = q.tail
+        yield from g.write(q.sq + tail * _SQE_SIZE, sqe)
+        q.tail = tail = tail + 1 if tail + 1 < q.size else 0
+        busy += yield from g.mmio_write(q.sq_db, tail)
         self.busy_ns += busy
 
     def _irq_loop(self, q: _IoQueue) -> Gen:
         g, env = self.g, self.env
+        read, compute = g.read, g.compute  # the loop's kernel calls, looked up once
         cq, size, slots, free = q.cq, q.size, q.slots, q.free
         lba_size = self.lba_size
         irq_instr, complete_instr = self._irq_instr, self._complete_instr
@@ -305,25 +307,27 @@ class NvmeDriver:
         while True:
             yield from g.wait_interrupt(q.vector)
             self.interrupts += 1
-            busy = yield from g.compute(irq_instr)
+            busy = yield from compute(irq_instr)
             reaped = 0
             while True:
-                raw = yield from g.read(cq + q.head * _CQE_SIZE, _CQE_SIZE)
+                head = q.head
+                raw = yield from read(cq + head * _CQE_SIZE, _CQE_SIZE)
                 _, _, _, _, cid, sf = _CQE_UNPACK(raw)
                 if sf & 1 != q.phase:
                     break
-                q.head += 1
-                if q.head == size:
-                    q.head = 0
+                head += 1
+                if head == size:
+                    head = 0
                     q.phase ^= 1
+                q.head = head
                 reaped += 1
                 slot = slots[cid]
                 ev, req, submit_ns = slot[2], slot[3], slot[4]
                 status = sf >> 1
                 data = None
                 if req.op == "read" and status == 0:
-                    data = yield from g.read(slot[0], req.nblocks * lba_size)
-                busy += yield from g.compute(complete_instr)
+                    data = yield from read(slot[0], req.nblocks * lba_size)
+                busy += yield from compute(complete_instr)
                 slot[2] = slot[3] = None
                 free.append(cid)
                 q.outstanding -= 1

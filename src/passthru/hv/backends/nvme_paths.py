@@ -66,6 +66,7 @@ from passthru.hw.devices.nvme.controller import NamespaceMedia, NvmeController
 from passthru.hw.devices.nvme.namespace import MediaProfile, Namespace
 from passthru.hw.devices.nvme.regs import BAR0_SIZE, MSIX_ENTRY, MSIX_TABLE
 from passthru.hw.iommu.vtd.intremap import InterruptResult
+from passthru.hw.pci.config_space import ConfigSpace
 from passthru.hw.pci.device import AcsSpec, Bar, PciFunction
 from passthru.hw.pci.fabric import MemRequest, RouteKind
 from passthru.hw.pci.topology import Topology
@@ -166,11 +167,13 @@ class PciDmaPort:
     Route cache: the fabric's decision for a request depends on its address only through
     which BAR or bridge window claims it. Every address below the lowest decoded MMIO
     address of the topology (and outside the interrupt window) is claimed by nobody, so all
-    of them take the route a probe request took at construction (upstream to the root
-    complex with a fixed requester ID). For those the port skips the walk and hands the
-    request straight to the VT-d unit, then does what ``Host.dma_write`` does with the
-    outcome (walk cost, input reporting to the owning VM). Anything else takes the full
-    ``Host`` path. ``tests/devices/test_nvme_paths_port.py`` checks both agree.
+    of them take the route a probe request took (upstream to the root complex with a fixed
+    requester ID); the probe is repeated whenever a config register anywhere has been
+    written since (``ConfigSpace.generation``: bus numbers, windows, BARs, ACS control).
+    For those the port skips the walk and hands the request straight to the VT-d unit,
+    then does what ``Host.dma_write`` does with the outcome (walk cost, input reporting to
+    the owning VM). Anything else takes the full ``Host`` path.
+    ``tests/devices/test_nvme_paths_port.py`` checks both agree.
     """
 
     def __init__(self, host: Host, fn: PciFunction,
@@ -182,13 +185,25 @@ class PciDmaPort:
         self.requests = 0
         self.faults = 0
         self._stall = 0
-        self._dma = host.unit.dma
+        self._fn_key = id(fn)  # the key of Host.owner
+        unit = host.unit
+        self._unit_read, self._unit_write = unit.dma_read, unit.dma_write
+        self._remap = unit.ir.remap  # what DmarUnit.remap_interrupt delegates to
+        self._dma = unit.dma
         self._walks0 = self._dma.walks
         self._walk_ns = host.costs.iotlb_miss_walk_ns
+        self._route_cache = route_cache
+        self._learn_routes()
+
+    def _learn_routes(self) -> None:
+        """(Re)probe the fabric for the route cache; it holds while no config register
+        changes (``ConfigSpace.generation``)."""
+        host, fn = self.host, self.fn
+        self._generation = ConfigSpace.generation
         self._limit = 0
         self._msi_fast = False
         self._rid = fn.rid
-        if route_cache:
+        if self._route_cache:
             msi = host.platform.fabric.route(fn, MemRequest(fn.rid, INTERRUPT_WINDOW, 4, True))
             self._msi_fast = msi.kind is RouteKind.ROOT_COMPLEX
             probe = host.platform.fabric.route(fn, MemRequest(fn.rid, 0, 8, False))
@@ -206,10 +221,12 @@ class PciDmaPort:
 
     def read(self, addr: int, n: int) -> bytes | None:
         self.requests += 1
+        if self._generation != ConfigSpace.generation:
+            self._learn_routes()  # a config write may have changed any route
         if addr + n <= self._limit and addr >= 0:
             dma = self._dma
             walks = dma.walks
-            got = self.host.unit.dma_read(self._rid, addr, n)
+            got = self._unit_read(self._rid, addr, n)
             if dma.walks != walks:
                 ns = (dma.walks - walks) * self._walk_ns
                 self._stall += ns
@@ -228,11 +245,13 @@ class PciDmaPort:
 
     def write(self, addr: int, data: bytes) -> bool:
         self.requests += 1
+        if self._generation != ConfigSpace.generation:
+            self._learn_routes()
         host = self.host
         if addr + len(data) <= self._limit and addr >= 0:
             dma = self._dma
             walks = dma.walks
-            fault = host.unit.dma_write(self._rid, addr, data)
+            fault = self._unit_write(self._rid, addr, data)
             if dma.walks != walks:
                 ns = (dma.walks - walks) * self._walk_ns
                 self._stall += ns
@@ -240,7 +259,7 @@ class PciDmaPort:
             if fault is not None:
                 self.faults += 1
                 return False
-            vm = host.owner.get(id(self.fn))
+            vm = host.owner.get(self._fn_key)
             if vm is not None and addr + len(data) <= vm.memory_bytes:
                 vm.dma_write(addr, data)  # IOVA = GPA in a VFIO domain (as Host.dma_write)
             return True
@@ -252,9 +271,11 @@ class PciDmaPort:
         return False
 
     def msi(self, addr: int, data: int) -> None:
+        if self._generation != ConfigSpace.generation:
+            self._learn_routes()
         host = self.host
         if self._msi_fast:  # the MSI window is routed to the RC: straight to remapping
-            got = host.unit.remap_interrupt(self._rid, addr, data)
+            got = self._remap(self._rid, addr, data)
             if got.__class__ is not InterruptResult:
                 self.faults += 1
                 return
@@ -303,12 +324,16 @@ class MsixTrap:
         return self.ctrl.bar_read(bar, offset, size)
 
     def write(self, bar: Bar, offset: int, data: bytes) -> None:
+        self.write_value(bar, offset, int.from_bytes(data, "little"), len(data))
+
+    def write_value(self, bar: Bar, offset: int, value: int, size: int) -> None:
+        """``write`` with the data as a register value (what a CPU store carries)."""
         if MSIX_TABLE <= offset < self.end:
             entry, off = divmod(offset - MSIX_TABLE, MSIX_ENTRY)
             if off in (0, 4):
                 return  # the address: kept by the trap, the device gets the remapped one
             if off == 8:
-                vector = int.from_bytes(data, "little") & 0xFF
+                vector = value & 0xFF
                 addr, msg = self.remap(entry, vector)
                 self.remapped[entry] = vector
                 c, base = self.ctrl, MSIX_TABLE + entry * MSIX_ENTRY
@@ -316,7 +341,8 @@ class MsixTrap:
                 c.mmio_write(base + 4, addr >> 32, 4)
                 c.mmio_write(base + 8, msg, 4)
                 return
-        self.ctrl.bar_write(bar, offset, data)
+        # Outside the table nothing is trapped: the controller's register file (doorbells).
+        self.ctrl.mmio_write(offset, value, size)
 
 
 # ---------------------------------------------------------------------- the host's kernel
@@ -336,7 +362,7 @@ class HostKernel:
         self._heap_base = host.frames.alloc(size)
         self._heap, self._heap_end = self._heap_base, self._heap_base + size
         self.memory.fill(self._heap_base, size, 0)
-        self.mmio: list[tuple[int, int, Any]] = []  # (base, size, MsixTrap-like handler)
+        self.mmio: list[tuple[int, int, Any]] = []  # (base, size, (bar, MsixTrap))
         self.pending: set[int] = set()
         self.waiters: dict[int, Event] = {}
         self.interrupts = 0
@@ -382,7 +408,7 @@ class HostKernel:
             yield wait
         self.retired += 1
         off, bar, handler = self._region(addr)
-        handler.write(bar, off, value.to_bytes(size, "little"))
+        handler.write_value(bar, off, value, size)
         yield cost
         return cost
 
@@ -486,7 +512,8 @@ class BareMetalPath(_NvmePathBase):
         self._irqs: dict[int, int] = {}
         fn, self.port, self.ctrl = self._physical(host, self._on_irq)
         self.trap = MsixTrap(self.ctrl, _host_remap(host, fn, self.kernel, self._irqs))
-        host.attach_device(fn, read=self.trap.read, write=self.trap.write)
+        host.attach_device(fn, read=self.trap.read, write=self.trap.write,
+                           write_value=self.trap.write_value)
         bar0 = self.kernel.map_bar(fn.bars[0], self.trap)
         self.driver = NvmeDriver(self.kernel, bar0, io_queues=cfg.io_queues,
                                  queue_depth=cfg.queue_depth, max_io_bytes=cfg.max_io_bytes)
@@ -527,7 +554,8 @@ class PassthroughPath(_NvmePathBase):
             return self.vfio.setup_msi(fn, vector, vcpu=0)
 
         self.trap = MsixTrap(self.ctrl, remap)
-        host.attach_device(fn, read=self.trap.read, write=self.trap.write)
+        host.attach_device(fn, read=self.trap.read, write=self.trap.write,
+                           write_value=self.trap.write_value)
         self.guest = GuestKernel(vm, 0)
         self.driver = NvmeDriver(self.guest, assigned.bar_gpas[0], io_queues=cfg.io_queues,
                                  queue_depth=cfg.queue_depth, max_io_bytes=cfg.max_io_bytes)
@@ -582,7 +610,8 @@ class HostNvmeBackend:
         self.ctrl = NvmeController(host.env, self.port, NamespaceMedia(host.env, ns),
                                    cfg.device, name="nvme0")
         self.trap = MsixTrap(self.ctrl, _host_remap(host, fn, self.kernel, self._irqs))
-        host.attach_device(fn, read=self.trap.read, write=self.trap.write)
+        host.attach_device(fn, read=self.trap.read, write=self.trap.write,
+                           write_value=self.trap.write_value)
         bar0 = self.kernel.map_bar(fn.bars[0], self.trap)
         self.driver = NvmeDriver(self.kernel, bar0, queue_depth=depth,
                                  max_io_bytes=cfg.max_io_bytes)

@@ -25,6 +25,9 @@ class ConfigSpace:
     """One function's configuration space."""
 
     __slots__ = ("data", "wmask", "_std_end", "_ext_end", "_last_std", "_last_ext")
+    # Bumped by every register write (``set`` and ``write``) in any function's config space:
+    # a cache of routing decisions (bus numbers, windows, BARs, ACS) holds while it is equal.
+    generation = 0
 
     def __init__(self) -> None:
         self.data = bytearray(CONFIG_SPACE_SIZE)
@@ -58,6 +61,7 @@ class ConfigSpace:
             width, "little"
         )
         self.wmask[offset : offset + width] = writable.to_bytes(width, "little")
+        ConfigSpace.generation += 1
 
     def write(self, offset: int, width: int, value: int) -> None:
         """A software write: only writable bits change."""
@@ -65,6 +69,7 @@ class ConfigSpace:
         mask = int.from_bytes(self.wmask[offset : offset + width], "little")
         new = (old & ~mask) | (value & mask)
         self.data[offset : offset + width] = new.to_bytes(width, "little")
+        ConfigSpace.generation += 1
 
     # -- capability lists ---------------------------------------------------------------------
     def add_capability(self, cap_id: int, size: int) -> int:

@@ -268,7 +268,7 @@ class NvmeController:
     # ------------------------------------------------------------------ doorbells
     def _sq_doorbell(self, qid: int, tail: int) -> None:
         sq = self.sqs.get(qid)
-        if sq is None or tail >= sq.size or not self.regs["CSTS"] & _CSTS_RDY:
+        if sq is None or tail >= sq.size or not self.regs.values["CSTS"] & _CSTS_RDY:
             self.stats.errors += 1  # an invalid doorbell write (asynchronous event: left out)
             return
         sq.tail = tail

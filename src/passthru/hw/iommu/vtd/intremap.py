@@ -41,6 +41,8 @@ from passthru.hw.iommu.vtd.entries import (
     MSI_ADDR_IR_SHV,
     MSI_DATA_RESERVED,
     MSI_DATA_SUBHANDLE,
+    MSI_WINDOW_BASE,
+    MSI_WINDOW_LAST,
     PID_HEAD,
     PID_NDST_SHIFT,
     PID_NV_SHIFT,
@@ -50,7 +52,6 @@ from passthru.hw.iommu.vtd.entries import (
     DeliveryMode,
     Irte,
     irte_rsvd_bits,
-    is_interrupt_address,
     msi_handle,
     sid_matches,
 )
@@ -165,7 +166,7 @@ class InterruptRemapper:
 
     def remap(self, source_id: int, address: int, data: int) -> InterruptResult | FaultRecord:
         """Process an interrupt request (a DWORD write of ``data`` to ``address``)."""
-        if not is_interrupt_address(address):
+        if not MSI_WINDOW_BASE <= address <= MSI_WINDOW_LAST:  # is_interrupt_address()
             raise ValueError(f"address {address:#x} is not in the MSI window 0xfee00000-0xfeefffff")
         self.requests += 1
         if not self.enabled:
