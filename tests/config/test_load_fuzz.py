@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from text_mutations import mutated_lines
 
 from passthru.config import HostConfig, load_host_text
 from passthru.errors import ConfigError
@@ -51,26 +52,8 @@ GARBAGE = st.one_of(
 
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
-    lines = TEXTS[draw(st.sampled_from(sorted(TEXTS)))].split("\n")
-    for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        i = draw(st.integers(min_value=0, max_value=len(lines) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "garbage", "value"]))
-        if op == "delete" and len(lines) > 1:
-            del lines[i]
-        elif op == "duplicate":
-            lines.insert(i, lines[i])
-        elif op == "swap":
-            j = draw(st.integers(min_value=0, max_value=len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "garbage":
-            lines.insert(i, draw(GARBAGE))
-        else:
-            candidates = [k for k, line in enumerate(lines)
-                          if "=" in line and not line.lstrip().startswith("#")]
-            k = draw(st.sampled_from(candidates)) if candidates else i
-            key = lines[k].split("=", 1)[0] if "=" in lines[k] else "x "
-            lines[k] = f"{key}= {draw(VALUES)}"
-    return "\n".join(lines)
+    text = TEXTS[draw(st.sampled_from(sorted(TEXTS)))]
+    return draw(mutated_lines(text, VALUES, GARBAGE))
 
 
 @FUZZ

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from text_mutations import mutated_lines
 
 from passthru.errors import ConfigError
 from passthru.scenarios.io_demo import parse_scenario
@@ -28,30 +29,8 @@ GARBAGE = st.one_of(st.text(max_size=40), st.sampled_from([
     'notify = "poll"', "queue_size = 2", "bs = 513", "vm_exit_ns = -1"]))
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> str:
-    lines = SCENARIO.split("\n")
-    for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        i = draw(st.integers(min_value=0, max_value=len(lines) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "garbage", "value"]))
-        if op == "delete" and len(lines) > 1:
-            del lines[i]
-        elif op == "duplicate":
-            lines.insert(i, lines[i])
-        elif op == "swap":
-            j = draw(st.integers(min_value=0, max_value=len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "garbage":
-            lines.insert(i, draw(GARBAGE))
-        else:
-            keyed = [k for k, line in enumerate(lines) if "=" in line and line[0] != "#"]
-            k = draw(st.sampled_from(keyed))
-            lines[k] = f"{lines[k].split('=', 1)[0]}= {draw(VALUES)}"
-    return "\n".join(lines)
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated())
+@given(mutated_lines(SCENARIO, VALUES, GARBAGE))
 def test_mutated_scenarios_parse_or_raise_one_config_error(text: str) -> None:
     try:
         specs = parse_scenario(text, "fuzz.toml")
