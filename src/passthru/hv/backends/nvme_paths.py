@@ -155,6 +155,13 @@ def nvme_topology() -> Topology:
     return t.enumerate()
 
 
+def nvme_host(cfg: PathConfig, *, identity_default: bool = False) -> Host:
+    """The 4-core host with the SSD of ``nvme_topology`` that every path builds on;
+    ``identity_default``: host DMA in the identity domain (``iommu=pt``)."""
+    return Host(nvme_topology(), cores=4, identity_default=identity_default,
+                posted_interrupts=cfg.posted_interrupts, costs=cfg.costs, seed=cfg.seed)
+
+
 def _ram_bytes(cfg: PathConfig) -> int:
     need = 16 * MiB + cfg.io_queues * cfg.queue_depth * (cfg.max_io_bytes + 4096)
     return -(-need // (2 * MiB)) * 2 * MiB
@@ -504,9 +511,7 @@ class BareMetalPath(_NvmePathBase):
 
     def __init__(self, cfg: PathConfig) -> None:
         self._setup_common(cfg)
-        host = self.host = Host(nvme_topology(), cores=4, identity_default=True,
-                                posted_interrupts=cfg.posted_interrupts, costs=cfg.costs,
-                                seed=cfg.seed)
+        host = self.host = nvme_host(cfg, identity_default=True)
         self.env = host.env
         self.kernel = HostKernel(host, 0, _ram_bytes(cfg))
         self._irqs: dict[int, int] = {}
@@ -541,9 +546,7 @@ class PassthroughPath(_NvmePathBase):
 
     def __init__(self, cfg: PathConfig) -> None:
         self._setup_common(cfg)
-        host = self.host = Host(nvme_topology(), cores=4,
-                                posted_interrupts=cfg.posted_interrupts, costs=cfg.costs,
-                                seed=cfg.seed)
+        host = self.host = nvme_host(cfg)
         self.env = host.env
         vm = self.vm = host.create_vm("guest", _ram_bytes(cfg), [1])
         self.vfio = Vfio(host)
@@ -719,9 +722,7 @@ class EmulatedPath(_NvmePathBase):
 
     def __init__(self, cfg: PathConfig) -> None:
         self._setup_common(cfg)
-        host = self.host = Host(nvme_topology(), cores=4, identity_default=True,
-                                posted_interrupts=cfg.posted_interrupts, costs=cfg.costs,
-                                seed=cfg.seed)
+        host = self.host = nvme_host(cfg, identity_default=True)
         self.env = host.env
         self.backend = HostNvmeBackend(host, cfg)
         vm = self.vm = host.create_vm("guest", _ram_bytes(cfg), [1])

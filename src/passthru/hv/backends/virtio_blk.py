@@ -536,8 +536,7 @@ def build_virtio_blk_path(cfg: Any) -> VirtioBlkPath:
     queue_size = opts.get("queue_size", max(256, 1 << max(1, (depth - 1).bit_length())))
     if queue_size < depth:
         raise ConfigError(f"virtio-blk queue_size {queue_size} is below qd x numjobs = {depth}")
-    host = Host(npaths.nvme_topology(), cores=4, identity_default=True,
-                posted_interrupts=cfg.posted_interrupts, costs=cfg.costs, seed=cfg.seed)
+    host = npaths.nvme_host(cfg, identity_default=True)
     media = npaths.HostNvmeBackend(host, cfg, model_cmd_ns=0, queue_depth=depth)
     # guest RAM: kernel + rings, and per request a data buffer plus header/status/table
     ram = 16 * MiB + depth * (cfg.max_io_bytes + 4096)
