@@ -99,9 +99,9 @@ def test_expected_shape_at_qd32():
                      + c.nvme_driver_complete_ns + c.block_layer_complete_ns) / 1e3
         assert bm.iops <= 1e6 / kernel_us and pt.iops <= 1e6 / kernel_us, dev
         assert pt.iops == pytest.approx(bm.iops, rel=0.03), dev
-        assert vb.iops < 0.5 * bm.iops and vb.lat_us["mean"] >= bm.lat_us["mean"], dev
+        assert vb.iops < 0.8 * bm.iops and vb.lat_us["mean"] >= bm.lat_us["mean"], dev
         assert em.iops < 0.5 * bm.iops and em.iops <= vb.iops, dev
-        assert vb.cpu_util > 0.95 and em.cpu_util > 0.95, dev  # bound by their one thread
+        assert vb.cpu_util > 0.9 and em.cpu_util > 0.95, dev  # bound by their one thread
         if dev == "optane":
             assert bm.cpu_util > 0.95  # the core, not the SSD, is the limit
 

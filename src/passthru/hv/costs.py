@@ -107,9 +107,13 @@ class Costs:
     # io_submit(2) with one iocb into the host block layer (fs/aio.c + O_DIRECT
     # blkdev_direct_IO), on top of syscall_ns. Approximate, from memory: ~1-2 us.
     io_submit_ns: int = 1_200
-    # The completion's trip back to the device model: AIO eventfd signal, iothread wake-up
-    # (a context switch), io_getevents(2). Approximate, from memory: ~2-5 us.
-    aio_complete_ns: int = 3_000
+    # The completion's trip back to the device model: the AIO eventfd signal and the wake-up
+    # of the sleeping thread (a context switch), then io_getevents(2) and the callback for
+    # each event. QEMU block/linux-aio.c qemu_laio_completion_cb reaps every completed event
+    # per eventfd read, so only a thread that was idle pays the wake-up. Approximate, from
+    # memory: ~2-5 us for wake-up plus one event.
+    aio_wakeup_ns: int = 2_500
+    aio_event_ns: int = 500
     # Guest instruction throughput used by guest.kernel.compute(): instructions per cycle
     # and core clock in MHz (so one instruction costs 1e3 / (ipc * mhz) ns).
     guest_ipc: int = 2

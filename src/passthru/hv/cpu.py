@@ -24,6 +24,7 @@ What is left out
 
 from __future__ import annotations
 
+from passthru.hv.costs import Costs
 from passthru.sim import Environment
 
 
@@ -59,3 +60,11 @@ class Cpu:
 def busy_by_name(cpus: list[Cpu]) -> dict[str, int]:
     """``{cpu.name: cpu.busy_ns}``: the per-CPU work counters a path reports."""
     return {cpu.name: cpu.busy_ns for cpu in cpus}
+
+
+def aio_completion_ns(costs: Costs, thread: Cpu) -> int:
+    """A device model's thread reaping one AIO completion: the eventfd wake-up only if the
+    thread sleeps; a busy one reaps the event with those in hand (QEMU block/linux-aio.c
+    qemu_laio_completion_cb)."""
+    idle = thread.busy_until <= thread.env.now
+    return costs.aio_event_ns + (costs.aio_wakeup_ns if idle else 0)

@@ -58,7 +58,7 @@ from passthru.errors import ConfigError
 from passthru.guest.drivers.nvme import NvmeDriver
 from passthru.guest.kernel import GuestKernel
 from passthru.hv.costs import DEFAULT_COSTS, Costs
-from passthru.hv.cpu import Cpu, busy_by_name
+from passthru.hv.cpu import Cpu, aio_completion_ns, busy_by_name
 from passthru.hv.host import Host
 from passthru.hv.vfio import Vfio
 from passthru.hv.vm import MmioRegion, Vm
@@ -657,7 +657,7 @@ class HostNvmeBackend:
         ev.add_callback(lambda e: self._complete(e.value, done))
 
     def _complete(self, comp: Any, done: Callable[[int, bytes | None], None]) -> None:
-        wake = self.costs.aio_complete_ns
+        wake = aio_completion_ns(self.costs, self.cpu)
         self.cpu_ns += wake
         # io_getevents and the completion callback run on the model's thread (linux-aio.c
         # qemu_laio_completion_cb)

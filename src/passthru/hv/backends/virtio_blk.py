@@ -65,7 +65,7 @@ from typing import Any, Literal, Protocol
 from passthru.errors import ConfigError, PassthruError
 from passthru.guest.drivers.virtio_blk import VirtioBlkDriver
 from passthru.guest.kernel import GuestKernel
-from passthru.hv.cpu import Cpu, busy_by_name
+from passthru.hv.cpu import Cpu, aio_completion_ns, busy_by_name
 from passthru.hv.host import Host
 from passthru.hv.vm import MmioRegion, Vm
 from passthru.hw.devices.nvme.namespace import MediaProfile, Namespace, media_profile
@@ -110,7 +110,7 @@ class VirtioBlkCosts:
     # Wake-up of a sleeping iothread by an ioeventfd (ppoll returns on another core): a
     # context switch and scheduler latency, the cost QEMU's polling mode exists to avoid
     # (QEMU commit "aio: add polling mode to AioContext", Stefan Hajnoczi, 2016).
-    # Approximate, from memory: a few us (compare Costs.aio_complete_ns).
+    # Approximate, from memory: a few us (compare Costs.aio_wakeup_ns).
     iothread_wakeup_ns: int = 4_000
     # One pass of the poll loop (run_poll_handlers: virtio_queue_host_notifier_aio_poll
     # reads avail->idx); a new entry is seen within one pass. Approximate.
@@ -166,8 +166,8 @@ class DirectMedia:
         c = host.costs
         self.submit_ns = (c.syscall_ns + c.io_submit_ns + c.block_layer_submit_ns
                           + c.nvme_driver_submit_ns)
-        self.complete_ns = (c.nvme_driver_complete_ns + c.block_layer_complete_ns
-                            + c.aio_complete_ns)
+        self.complete_ns = c.nvme_driver_complete_ns + c.block_layer_complete_ns
+        self.costs = c
         self.cpu_ns = 0
         self.requests = 0
         self.cpu = Cpu(host.env, f"{name}/iothread")
@@ -185,13 +185,18 @@ class DirectMedia:
 
     def submit(self, op: int, slba: int, nlb: int, data: bytes | None, done: Done) -> None:
         self.requests += 1
-        self.cpu_ns += self.submit_ns + self.complete_ns
+        self.cpu_ns += self.submit_ns
         self.env.process(self._io(op, slba, nlb, data, done))
+
+    def _completion(self) -> int:
+        ns = self.complete_ns + aio_completion_ns(self.costs, self.cpu)
+        self.cpu_ns += ns
+        return self.cpu.delay(ns)
 
     def _io(self, op: int, slba: int, nlb: int, data: bytes | None, done: Done) -> Gen:
         yield self.cpu.delay(self.submit_ns)
         if op and not self.ns.in_range(slba, nlb):
-            yield self.cpu.delay(self.complete_ns)
+            yield self._completion()
             done(0x80, None)  # NVMe LBA Out of Range
             return
         yield self.ns.service(self.env.now, op, nlb * self.lba_size if op else 0)
@@ -199,7 +204,7 @@ class DirectMedia:
             assert data is not None
             self.ns.write(slba, data)
         out = self.ns.read(slba, nlb) if op == 2 else None
-        yield self.cpu.delay(self.complete_ns)
+        yield self._completion()
         done(0, out)
 
 
