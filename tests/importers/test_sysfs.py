@@ -99,7 +99,8 @@ def test_interrupt_remapping_from_ecap_intremap_and_proc_interrupts(tmp_path):
     snap = copy("xps13_9310_intel_dma", tmp_path)
     (snap / "dmesg.txt").unlink()
     _, facts = load_sysfs(str(snap))
-    assert facts.interrupt_remapping is True and "ECAP.IR" in facts.ir_evidence
+    # ECAP.IR shows capability, not enablement (GSTS.IRES is not in sysfs): unknown
+    assert facts.interrupt_remapping is None and "capable" in facts.ir_evidence
     (snap / "proc" / "interrupts").write_text(
         "           CPU0\n 120:   0   PCI-MSI 327680-edge   xhci_hcd\n")
     _, facts = load_sysfs(str(snap))

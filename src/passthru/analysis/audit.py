@@ -285,7 +285,8 @@ def _ir_unknown(facts: HostIommuFacts, topo: Topology, groups: list[IommuGroup],
     if not facts.iommu_present or facts.interrupt_remapping is not None:
         return None
     where = ("an lspci dump does not show it" if facts.kind == "lspci" else
-             "no dmesg.txt, no IR- chips in proc/interrupts and no readable ECAP")
+             facts.ir_evidence or "no dmesg.txt, no IR- chips in proc/interrupts and no "
+             "readable ECAP")
     return ("Whether interrupt remapping is enabled could not be determined.", [where])
 
 

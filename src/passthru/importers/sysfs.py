@@ -613,9 +613,11 @@ def _interrupt_remapping(root: str, facts: HostIommuFacts) -> None:
             facts.interrupt_remapping = False
             facts.ir_evidence = f"{lacking[0]}: ECAP.IR (bit 3) is clear: no interrupt remapping"
         else:
-            facts.interrupt_remapping = True
+            # ECAP.IR says the hardware can remap; GSTS.IRES (whether the kernel enabled it)
+            # is not in sysfs, and firmware (DMAR x2APIC opt-out) or the kernel may not have.
+            facts.interrupt_remapping = None
             facts.ir_evidence = ("ECAP.IR (bit 3) set on " + ", ".join(u for u, _ in ecaps)
-                                 + " and no intremap=off")
+                                 + ": capable, but whether it is enabled is not visible")
 
 
 def load_sysfs(root: str = "/") -> tuple[Topology, HostIommuFacts]:
