@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_run_writes_results_next_to_the_scenario(tmp_path):
     printed = json.loads(res.stdout)
     saved = json.loads((tmp_path / "s.results.json").read_text())
     assert printed == saved
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "s.results.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600
     assert {r["path"] for r in saved["results"]} >= {"bare-metal", "passthrough", "emulated"}
     assert all(r["verify_errors"] == 0 for r in saved["results"])
     out = tmp_path / "elsewhere.json"

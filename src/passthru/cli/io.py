@@ -76,6 +76,7 @@ def save_latency_plot(results: list[FioResult], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import NullFormatter
 
     panels = sorted({(r.device, r.qd) for r in results})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
@@ -87,6 +88,7 @@ def save_latency_plot(results: list[FioResult], out: Path) -> Path:
             ys = np.arange(1, len(xs) + 1) / len(xs)
             ax.plot(xs, ys, label=r.path)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short spans
         ax.set_title(f"{dev}, 4 KiB randread, QD{qd}")
         ax.set_xlabel("completion latency (us)")
         ax.set_ylabel("fraction of I/Os")
@@ -98,12 +100,21 @@ def save_latency_plot(results: list[FioResult], out: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
+        _publish(tmp, out)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+def _publish(tmp: str, out: Path) -> None:
+    """Give the finished temp file the mode a plain open() would (mkstemp makes it 0600),
+    then rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
 
 
 def write_json_atomic(doc: dict[str, Any], out: Path) -> None:
@@ -114,7 +125,7 @@ def write_json_atomic(doc: dict[str, Any], out: Path) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")
-        os.replace(tmp, out)
+        _publish(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
