@@ -502,19 +502,23 @@ class DmarUnit:
             return self.dma.fault(reason, source_id, iova, is_write)
         pieces: list[tuple[int, int]] = []
         pos, end = iova, iova + length
-        translate = self.translate
+        translate = self.dma.translate
+        run_start = run_end = -1  # the physically contiguous run being gathered
         while pos < end:
             t = translate(source_id, pos, is_write)
             if isinstance(t, FaultRecord):
                 return t
-            n = min(end, (pos | (t.page_size - 1)) + 1) - pos
-            hpa = t.address(pos)
-            if pieces and pieces[-1][0] + pieces[-1][1] == hpa:
-                # Physically contiguous pages: one memory copy instead of one per page.
-                pieces[-1] = (pieces[-1][0], pieces[-1][1] + n)
-            else:
-                pieces.append((hpa, n))
+            mask = t.page_size - 1
+            n = min(end, (pos | mask) + 1) - pos
+            hpa = t.hpa | (pos & mask)  # Translation.address(), inlined: once per page
+            if hpa != run_end:
+                if run_start >= 0:
+                    pieces.append((run_start, run_end - run_start))
+                run_start = hpa
+            run_end = hpa + n  # contiguous pages: one memory copy instead of one per page
             pos += n
+        if run_start >= 0:
+            pieces.append((run_start, run_end - run_start))
         return pieces
 
     def _beyond_memory(self, pieces: list[tuple[int, int]]) -> NoMemory | None:
