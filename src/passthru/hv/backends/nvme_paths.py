@@ -497,6 +497,14 @@ class _NvmePathBase:
                               name="nvme0")
         return fn, port, ctrl
 
+    def _guest_irqs_and_cpu(self, vm: Vm) -> tuple[int, int]:
+        """Interrupts the guest took, and the CPU ns its driver and their delivery cost (a
+        driver's work includes each interrupt entry; injection and the EOI exit add exits)."""
+        c, s = self.cfg.costs, vm.stats
+        exit_irq_ns = (s.interrupts_injected * (c.vm_exit_ns + c.interrupt_inject_ns)
+                       + s.eoi_exits * c.eoi_exit_ns)
+        return s.interrupts_posted + s.interrupts_injected, self.driver.busy_ns + exit_irq_ns
+
     def submit(self, req: IoRequest) -> Event:
         return self.driver.submit(req)
 
@@ -567,14 +575,10 @@ class PassthroughPath(_NvmePathBase):
         yield from self.driver.probe()
 
     def counters(self) -> PathCounters:
-        c = self.cfg.costs
         vm = self.vm
         assert vm is not None
         s = vm.stats
-        irqs = s.interrupts_posted + s.interrupts_injected
-        exit_irq_ns = (s.interrupts_injected * (c.vm_exit_ns + c.interrupt_inject_ns)
-                       + s.eoi_exits * c.eoi_exit_ns)
-        cpu = self.driver.busy_ns + exit_irq_ns  # driver work includes interrupt entries
+        irqs, cpu = self._guest_irqs_and_cpu(vm)
         misses = self.port.misses
         return PathCounters(ios=self.driver.completions, vm_exits=s.exits, interrupts=irqs,
                             host_cpu_ns=cpu, iotlb_hits=max(0, self.port.requests - misses),
@@ -742,14 +746,11 @@ class EmulatedPath(_NvmePathBase):
         yield from self.driver.probe()
 
     def counters(self) -> PathCounters:
-        c = self.cfg.costs
         vm = self.vm
         assert vm is not None
         s = vm.stats
-        irqs = s.interrupts_posted + s.interrupts_injected
-        exit_irq_ns = (s.interrupts_injected * (c.vm_exit_ns + c.interrupt_inject_ns)
-                       + s.eoi_exits * c.eoi_exit_ns)
-        cpu = self.driver.busy_ns + exit_irq_ns + self.backend.host_cpu_ns
+        irqs, guest_cpu = self._guest_irqs_and_cpu(vm)
+        cpu = guest_cpu + self.backend.host_cpu_ns
         # The model reads guest RAM directly and the host's DMA is passed through (iommu=pt):
         # no IOTLB on this path.
         return PathCounters(ios=self.driver.completions, vm_exits=s.exits, interrupts=irqs,
