@@ -48,15 +48,28 @@ class Request(Event):
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        # Resource._release inlined for its common case: a granted unit, nobody waiting.
+        """Release the unit (or withdraw the claim); the next queued requests are granted
+        at once, in FIFO order. This is Resource.release's body: the with-block is the hot
+        path (one frame fewer than a call from here)."""
         resource = self.resource
-        if resource.queue:
-            resource._release(self)
-            return
+        users = resource.users
         try:
-            resource.users.remove(self)
+            users.remove(self)
         except ValueError:
-            pass  # released before (queued requests imply a non-empty queue)
+            try:
+                resource.queue.remove(self)  # still queued: withdraw it
+            except ValueError:
+                pass  # released before
+            return
+        queue = resource.queue
+        if queue:
+            due = resource.env._due
+            capacity = resource.capacity
+            while queue and len(users) < capacity:
+                granted = queue.popleft()
+                users.append(granted)
+                granted._value = None
+                due.append(granted)
 
     def __repr__(self) -> str:
         return f"<Request {self.state} on {self.resource!r}>"
@@ -110,30 +123,11 @@ class Resource:
         """Free ``request``'s unit (or withdraw it); returns an already-processed event."""
         if request.__class__ is not Request or request.resource is not self:
             raise ValueError(f"{request!r} is not a request of {self!r}")
-        self._release(request)
+        request.__exit__(None, None, None)
         done = Event(self.env)
         done._value = None
         done.callbacks = None
         return done
-
-    def _release(self, request: Request) -> None:
-        users = self.users
-        try:
-            users.remove(request)
-        except ValueError:
-            try:
-                self.queue.remove(request)
-            except ValueError:
-                pass  # released before
-            return
-        queue = self.queue
-        if queue:
-            due = self.env._due
-            while queue and len(users) < self.capacity:
-                granted = queue.popleft()
-                users.append(granted)
-                granted._value = None
-                due.append(granted)
 
 
 __all__ = ["Request", "Resource"]
