@@ -205,3 +205,14 @@ def test_sequential_runtime_bounded_job():
     blocks = sorted(path.ctrl.media.ns.blocks)  # sequential from LBA 0, 8 blocks per I/O
     assert blocks[:16] == list(range(16))
     assert r.bw_bytes_s == pytest.approx(r.iops * 4096)
+
+
+def test_progress_counts_ios_or_runs():
+    seen: list[tuple[int, int]] = []
+    specs = parse_scenario('[[runs]]\npath = ["bare-metal", "passthrough"]\nios = 20\n')
+    run_specs(specs, lambda done, total, _label: seen.append((done, total)))
+    assert seen[-1] == (40, 40) and all(total == 40 for _, total in seen)
+    seen.clear()
+    specs = parse_scenario('[[runs]]\npath = ["bare-metal", "passthrough"]\nruntime_us = 200\n')
+    run_specs(specs, lambda done, total, _label: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)]  # a time-bounded run has no I/O count to show

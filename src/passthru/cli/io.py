@@ -31,7 +31,7 @@ def _progress(enabled: bool, delay_s: float = 1.0) -> Iterator[ProgressHook | No
     start = time.monotonic()
     bar: dict[str, Any] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total} I/Os"),
+                        TextColumn("{task.completed}/{task.total}"),
                         TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
     def hook(done: int, total: int, label: str) -> None:

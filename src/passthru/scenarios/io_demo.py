@@ -292,24 +292,26 @@ def demo_runs(*, ios_qd1: int = 1000, ios_qd32: int = 4000, seed: int = 1,
     return out
 
 
-ProgressHook = Callable[[int, int, str], None]  # (ios done overall, ios total, label)
+ProgressHook = Callable[[int, int, str], None]  # (done, total, label): I/Os, or runs
 
 
 def run_specs(specs: list[RunSpec], progress: ProgressHook | None = None) -> list[FioResult]:
     """Run every spec on a freshly built path; results in spec order."""
-    total = sum(s.job.ios or 0 for s in specs)
+    # Progress in I/Os; in runs when a run is bounded by time (its I/O count is unknown).
+    by_runs = any(s.job.ios is None for s in specs)
+    total = len(specs) if by_runs else sum(s.job.ios or 0 for s in specs)
     base = 0
     results = []
     for spec in specs:
         label = f"{spec.path} {spec.device} qd{spec.job.iodepth}"
         hook = None
-        if progress is not None:
+        if progress is not None and not by_runs:
             def hook(done: int, _n: int, base: int = base, label: str = label) -> None:
                 progress(base + done, total, label)
         path = build_path(spec.path, spec.path_config())
         results.append(run_fio(path, spec.job, device=spec.device, progress=hook,
                                posted_interrupts=spec.posted_interrupts))
-        base += spec.job.ios or 0
+        base += 1 if by_runs else spec.job.ios or 0
         if progress is not None:
             progress(base, total, label)
     return results
