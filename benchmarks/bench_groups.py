@@ -1,8 +1,7 @@
 """IOMMU group computation time for a synthetic 10,000-function host (goal: under 2 s).
 
 8 root ports (half with ACS) each lead to a 20-port switch (some ports without ACS); each
-downstream port holds an SR-IOV NIC with 63 VFs (ARI numbering on the same bus). Also times
-the fabric's P2P reachability report on the same host.
+downstream port holds an SR-IOV NIC with 63 VFs (ARI numbering on the same bus).
 
     python benchmarks/bench_groups.py
 """

@@ -1,9 +1,10 @@
 """Reachability analysis time for a host with ~10,000 functions and 500 VMs (goal: under 5 s).
 
 The host: 8 root ports (half with ACS) each lead to a 20-port switch (every seventh port
-without ACS); each downstream port holds an SR-IOV NIC with 62 VFs: 10,096 functions, of which
-9,920 endpoints. 500 VMs of 16 MiB each get two VFs from singleton IOMMU groups (1,000
-assigned functions, 500 VFIO domains, 1,000 IRTEs); the other endpoints stay with the host.
+without ACS); each downstream port holds an SR-IOV NIC with 62 VFs: 10,256 functions (ports
+included), of which 10,080 endpoints (160 PFs, 9,920 VFs). 500 VMs of 16 MiB each get two
+VFs from singleton IOMMU groups (1,000 assigned functions, 500 VFIO domains, 1,000 IRTEs);
+the other endpoints stay with the host.
 The host is built from a host file model (``config``) and booted with ``hv.build``; only
 ``analysis.reachability.analyze`` is timed (best of 3), once with translated default domains
 (host devices blocked) and once with ``iommu=pt`` (host devices in the identity domain, whose
