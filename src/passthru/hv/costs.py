@@ -78,17 +78,18 @@ class Costs:
     pin_page_4k_ns: int = 200
     # ---- the kernel block I/O stack (the same code in a guest and on bare metal) ----------
     # One system call round trip (entry, dispatch, return) with the usual speculative-
-    # execution mitigations on. Ren et al., "An Analysis of Performance Evolution of Linux's
-    # Core Operations" (LEBench), SOSP 2019, show null-syscall costs of ~0.1 us growing to
-    # ~0.25-0.5 us with KPTI/retpolines. Approximate.
+    # execution mitigations on. A getpid() loop on Skylake measures "a touch over 300ns per
+    # call", "closer to 100ns" before KPTI/retpolines (blog.i0.pm/posts/the-cost-of-a-syscall-
+    # measured-190303). LEBench (Ren et al., SOSP 2019) tracks this growth; not checked here.
     syscall_ns: int = 250
     # blk-mq submit work per request: bio/request allocation, tag, plug flush, dispatch to
-    # the driver (block/blk-mq.c blk_mq_submit_bio). Approximate, from memory: Axboe's
-    # io_uring/polled-I/O talks put the whole kernel submit+complete path for a 4 KiB read
-    # at ~1.5-2 us per I/O on one core (~500-600 K IOPS/core without polling tricks).
+    # the driver (block/blk-mq.c blk_mq_submit_bio). With nvme_driver_submit_ns it matches
+    # io_uring submission of 4 KiB O_DIRECT NVMe reads, "1.4us per request is reasonable"
+    # (maintainer isilence, github.com/axboe/liburing/issues/1301); blk_mq_start_request is
+    # "somewhere between 200-300 nanoseconds" (linux-block, spinics.net msg20913).
     block_layer_submit_ns: int = 900
     # blk-mq completion: end_request, bio completion, waking the waiter. Approximate, from
-    # memory (same source as above).
+    # memory (the sources above measure submission only).
     block_layer_complete_ns: int = 700
     # drivers/nvme/host/pci.c nvme_queue_rq (PRP setup, SQE copy) and nvme_handle_cqe.
     # Approximate, from memory: a few hundred ns each.
@@ -102,7 +103,9 @@ class Costs:
     host_irq_delivery_ns: int = 150
     # ---- a userspace device model's host I/O (QEMU block backend with Linux AIO) ----------
     # QEMU hw/nvme/ctrl.c nvme_process_sq -> nvme_rw (decode, dma_blk_io PRP mapping,
-    # blk_aio_preadv) per command. Approximate, from memory: ~1-3 us of QEMU CPU time.
+    # blk_aio_preadv) per command. The split is approximate; the total QEMU thread time
+    # (this + syscall + io_submit + aio_event, ~4 us) fits QEMU commit "hw/nvme: Use
+    # ioeventfd to handle doorbell updates" (2022): one emulation thread, 313 KIOPS at QD64.
     qemu_nvme_cmd_ns: int = 2_000
     # io_submit(2) with one iocb into the host block layer (fs/aio.c + O_DIRECT
     # blkdev_direct_IO), on top of syscall_ns. Approximate, from memory: ~1-2 us.
@@ -110,8 +113,9 @@ class Costs:
     # The completion's trip back to the device model: the AIO eventfd signal and the wake-up
     # of the sleeping thread (a context switch), then io_getevents(2) and the callback for
     # each event. QEMU block/linux-aio.c qemu_laio_completion_cb reaps every completed event
-    # per eventfd read, so only a thread that was idle pays the wake-up. Approximate, from
-    # memory: ~2-5 us for wake-up plus one event.
+    # per eventfd read, so only a thread that was idle pays the wake-up. Wake-up: a
+    # context-switch benchmark in a KVM guest measures "2493.14 ns/ctxsw"
+    # (lkml.iu.edu/hypermail/linux/kernel/1708.3/03774.html). aio_event_ns is approximate.
     aio_wakeup_ns: int = 2_500
     aio_event_ns: int = 500
     # Guest instruction throughput used by guest.kernel.compute(): instructions per cycle

@@ -109,8 +109,9 @@ class VirtioBlkCosts:
     complete_ns: int = 700
     # Wake-up of a sleeping iothread by an ioeventfd (ppoll returns on another core): a
     # context switch and scheduler latency, the cost QEMU's polling mode exists to avoid
-    # (QEMU commit "aio: add polling mode to AioContext", Stefan Hajnoczi, 2016).
-    # Approximate, from memory: a few us (compare Costs.aio_wakeup_ns).
+    # (QEMU commit "aio: add polling mode to AioContext", Stefan Hajnoczi, 2016). Linux
+    # Documentation/virt/kvm/halt-polling.rst: "a trip through the scheduler, normally on
+    # the order of a few micro-seconds" (compare Costs.aio_wakeup_ns).
     iothread_wakeup_ns: int = 4_000
     # One pass of the poll loop (run_poll_handlers: virtio_queue_host_notifier_aio_poll
     # reads avail->idx); a new entry is seen within one pass. Approximate.
