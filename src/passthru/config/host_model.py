@@ -354,8 +354,8 @@ class PcieToPciBridgeConfig(_Model):
     slot: Slot = 0
     function: Function = 0
     name: str = "PCIe to PCI/PCI-X Bridge"
-    vendor_id: PciId = 0x8086
-    device_id: PciId = 0x244E
+    vendor_id: PciId = 0x104C  # a real PCIe-to-PCI bridge part: TI XIO2001
+    device_id: PciId = 0x8240
     device: list[DeviceConfig] = []
 
 

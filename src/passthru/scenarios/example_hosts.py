@@ -46,8 +46,8 @@ def workstation() -> Topology:
                    bars=[Bar(0, 32 * MiB, prefetchable=True)],
                    acs=AcsSpec(cap=AcsFlags(0), ctl=AcsFlags(0)))
     br = t.add_pcie_to_pci_bridge(t.root_bus(), 0x1E,
-                                  vendor_id=0x8086, device_id=0x244E,
-                                  name="Intel Corporation 82801 PCI Bridge")
+                                  vendor_id=0x104C, device_id=0x8240,
+                                  name="Texas Instruments XIO2001 PCI Express-to-PCI Bridge")
     t.add_pci_device(br, 3, vendor_id=0x1102, device_id=0x0002, class_code=0x040100,
                      name="Creative Labs SB Live! EMU10k1", bars=[Bar(0, 0x1000, is_64=False)])
     t.add_pci_device(br, 4, vendor_id=0x8086, device_id=0x100E, class_code=0x020000,
