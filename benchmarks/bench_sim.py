@@ -2,9 +2,10 @@
 
 One server, Poisson arrivals (mean inter-arrival 10 us), exponential service (mean 8 us,
 load 0.8). Both kernels run the same generator-process model, drawing inter-arrival and
-service times from identically seeded ``passthru.sim.Streams`` and converting them to int
-ns with the same ``round_ns``; SimPy gets the same int delays. Per-customer waiting times
-must be identical, then customers per second are printed for each kernel and their ratio.
+service times in int ns from identically seeded ``passthru.sim.Streams``
+(``Streams.exponential_ns``, the draw passthru offers models); SimPy gets the same int
+delays. Per-customer waiting times must be identical, then customers per second are
+printed for each kernel and their ratio.
 
     python benchmarks/bench_sim.py              # N = 100000 and 1000000
     python benchmarks/bench_sim.py 20000 --seed 7 --repeat 5
@@ -12,10 +13,12 @@ must be identical, then customers per second are printed for each kernel and the
 Times are CPU time of this process, best of ``--repeat`` interleaved runs, so that load
 from other processes on the machine skews neither kernel.
 
-Each N runs twice: with the draws in the model (each customer draws its delays as it goes)
-and with the same delays drawn before the clock starts, which times the kernels alone. The
-``less the draws`` line estimates the same from the first run by subtracting the draws'
-cost measured alone.
+Each N runs three ways: with the draws in the model (each customer draws its delays as it
+goes, the end-to-end figure); the same with ``random.Random.expovariate`` and ``round_ns``
+per draw, as a model written without ``exponential_ns`` would; and with the delays drawn
+before the clock starts, which times the kernels alone. The ``less the draws`` line
+estimates the kernels-alone ratio from the end-to-end run by subtracting the draws' cost
+measured alone.
 
 The ``passthru (timeout)`` row is the same model written with ``yield env.timeout(d)`` as
 in SimPy instead of ``yield d``: it shows what the allocation-free delay path buys.
@@ -43,6 +46,13 @@ Draws = tuple[Callable[[], int], Callable[[], int]]  # next inter-arrival, next 
 
 def _draws(seed: int) -> Draws:
     """Inter-arrival and service draw functions; identical sequences for identical seeds."""
+    streams = Streams(seed)
+    return (streams.exponential_ns("mm1.arrivals", MEAN_INTERARRIVAL_NS),
+            streams.exponential_ns("mm1.service", MEAN_SERVICE_NS))
+
+
+def _expovariate_draws(seed: int) -> Draws:
+    """The same model's draws one ``expovariate`` and one ``round_ns`` at a time."""
     streams = Streams(seed)
     arrivals = streams.get("mm1.arrivals").expovariate
     service = streams.get("mm1.service").expovariate
@@ -146,9 +156,17 @@ def draws_only(n: int, draws: Draws) -> list[int]:
 Model = Callable[[int, Draws], list[int]]
 
 
-def _timed(fn: Model, n: int, seed: int, predrawn: bool) -> tuple[list[int], float]:
-    """Run ``fn`` once; return its waits and the CPU seconds it took."""
-    draws = _predrawn(seed, n) if predrawn else _draws(seed)
+DRAWS: dict[str, Callable[[int, int], Draws]] = {
+    "draws in the model (Streams.exponential_ns)": lambda seed, n: _draws(seed),
+    "draws in the model (expovariate + round_ns)": lambda seed, n: _expovariate_draws(seed),
+    "delays drawn before the clock starts": lambda seed, n: _predrawn(seed, n),
+}
+END_TO_END = next(iter(DRAWS))
+
+
+def _timed(fn: Model, n: int, seed: int, how: str) -> tuple[list[int], float]:
+    """Run ``fn`` once with draws made ``how``; return its waits and the CPU seconds."""
+    draws = DRAWS[how](seed, n)
     gc.collect()
     # CPU time of this process: other load on the machine does not count against either
     # kernel (it would, with wall-clock time, whichever kernel it happened to overlap).
@@ -176,17 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, simpy {simpy.__version__}, seed {args.seed}")
     failed = False
     for n in args.n:
-        for predrawn in (False, True):
+        for how in DRAWS:
             best = {label: float("inf") for label, _ in KERNELS}
             waits: dict[str, list[int]] = {}
             for _ in range(args.repeat):
                 for label, fn in KERNELS:
-                    waits[label], seconds = _timed(fn, n, args.seed, predrawn)
+                    waits[label], seconds = _timed(fn, n, args.seed, how)
                     best[label] = min(best[label], seconds)
             ref = waits["simpy"]
             same = all(w == ref for w in waits.values())
             failed |= not same
-            how = "delays drawn before the clock starts" if predrawn else "draws in the model"
             print(f"N = {n}, {how}: per-customer waits identical: {'yes' if same else 'NO'} "
                   f"(mean wait {sum(ref) / n / US:.2f} us), best of {args.repeat} (CPU time)")
             for label, _ in KERNELS:
@@ -194,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({best[label]:.2f} s)")
             print(f"  ratio passthru/simpy {best['simpy'] / best['passthru']:>11.2f}x"
                   f"   (timeout style {best['simpy'] / best['passthru (timeout)']:.2f}x)")
-            if not predrawn:  # the two expovariate draws per customer, timed alone
-                draws = min(_timed(draws_only, n, args.seed, False)[1]
+            if how == END_TO_END:  # the two draws per customer, timed alone
+                draws = min(_timed(draws_only, n, args.seed, how)[1]
                             for _ in range(args.repeat))
                 kernel_ratio = (best["simpy"] - draws) / (best["passthru"] - draws)
                 print(f"  less the draws       {kernel_ratio:>11.2f}x"

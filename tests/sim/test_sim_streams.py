@@ -107,3 +107,25 @@ def test_repr_lists_names() -> None:
     streams.get("b")
     streams.get("a")
     assert repr(streams) == "Streams(seed=9, names=['a', 'b'])"
+
+
+def test_exponential_ns_is_reproducible_rounded_and_has_the_mean() -> None:
+    draw = Streams(3).exponential_ns("service", 8_000.0, batch=100)
+    again = Streams(3).exponential_ns("service", 8_000.0, batch=100)
+    xs = [draw() for _ in range(20_000)]  # crosses 200 batch boundaries
+    assert xs == [again() for _ in range(20_000)]
+    assert all(type(x) is int and x >= 0 for x in xs)
+    assert abs(sum(xs) / len(xs) - 8_000) < 8_000 * 0.03  # 20k draws: sd of mean 0.7%
+    # The same values as the numpy stream's draws rounded half to even.
+    ref = Streams(3).numpy("service").exponential(8_000.0, 100)
+    assert xs[:100] == [round(float(v)) for v in ref]
+    other_seed = Streams(4).exponential_ns("service", 8_000.0, batch=100)
+    assert [other_seed() for _ in range(10)] != xs[:10]
+
+
+@pytest.mark.parametrize("mean, batch", [(0, 10), (-1.0, 10), (float("nan"), 10),
+                                         (float("inf"), 10), (1e16, 10), (5.0, 0),
+                                         (5.0, 1.5)])
+def test_exponential_ns_refuses_bad_parameters(mean: float, batch: int) -> None:
+    with pytest.raises(ValueError, match="exponential_ns"):
+        Streams(1).exponential_ns("x", mean, batch)
