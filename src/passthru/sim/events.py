@@ -240,7 +240,7 @@ class Process(Event):
     """
 
     __slots__ = ("_gen", "_target", "_wake")
-    _gen: GeneratorType[Any, Any, Any]
+    _gen: Any  # a generator: CPython's GeneratorType, or a compiled module's
     _target: Event | None
     _wake: list[Any] | None  # [self], or [None] once detached
 
@@ -431,7 +431,7 @@ class Process(Event):
 
 def _init_process(proc: Process, env: Environment, generator: ProcessGenerator) -> None:
     # Environment.process inlines this; keep the two in step.
-    if type(generator) is not GeneratorType:
+    if type(generator) is not GeneratorType and not isinstance(generator, Generator):
         raise TypeError(
             f"env.process() needs a generator object, got {generator!r} "
             "(did you pass the function instead of calling it?)"

@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from heapq import heapify, heappop, heappush
 from types import GeneratorType
 from typing import Any
@@ -118,7 +118,8 @@ class Environment:
 
     def process(self, generator: ProcessGenerator) -> Process:
         """Start ``generator`` as a process (its first step runs now, URGENT)."""
-        if type(generator) is not GeneratorType:
+        if type(generator) is not GeneratorType and not isinstance(generator, Generator):
+            # (A generator of a Cython-compiled module is a collections.abc.Generator.)
             return Process(self, generator)  # raises the TypeError
         # Process(self, generator) inlined (see events._init_process): one per customer.
         proc = _new(Process)
