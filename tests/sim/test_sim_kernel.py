@@ -199,6 +199,28 @@ def test_run_until_time_stops_before_events_at_that_time() -> None:
     assert fired == [3, 10, 11]
 
 
+def test_lone_process_delays_stop_at_until_and_yield_to_earlier_ties() -> None:
+    # A process alone in the schedule resumes without a heap round trip; that must still
+    # stop at `until` and let an entry queued earlier for the same instant go first.
+    env = Environment()
+    log: list[tuple[int, str]] = []
+
+    def ticker():  # type: ignore[no-untyped-def]
+        for _ in range(10):
+            yield 3
+            log.append((env.now, "tick"))
+
+    env.process(ticker())
+    env.timeout(6).add_callback(lambda ev: log.append((env.now, "timer")))
+    env.run(until=10)
+    assert env.now == 10
+    assert log == [(3, "tick"), (6, "timer"), (6, "tick"), (9, "tick")]
+    env.run(until=30)
+    assert log[-1] == (27, "tick") and len(log) == 10  # the tick due at 30 waits
+    env.run()
+    assert log[-1] == (30, "tick") and len(log) == 11 and env.now == 30
+
+
 def test_run_until_time_sets_now_even_without_events() -> None:
     env = Environment()
     env.run(until=1_000)

@@ -265,35 +265,45 @@ class Environment:
                     proc._target = None
 
                 # Process._resume inlined for its common cases; _wait/_end do the rest.
-                try:
-                    yielded = proc._gen.send(value)
-                except StopIteration as done:
-                    if proc.callbacks:
-                        proc._end(True, done.value)
-                    else:  # nobody waits: processed at once (see Process)
-                        proc._value = done.value
-                        proc.callbacks = None
-                        proc._wake = None
-                    continue
-                except Exception as error:  # noqa: BLE001 - the process's failure
-                    proc._end(False, error)
-                    continue
-                if type(yielded) is int:
-                    if yielded > 0:
-                        push(queue, (now + yielded, next(eid), proc._wake))
-                        continue
-                    if yielded == 0:
-                        due.append(proc._wake)
-                        continue
-                try:
-                    waiters = yielded.callbacks
-                    if waiters is not None and yielded.env is self:
-                        waiters.append(proc)
-                        proc._target = yielded
-                        continue
-                except AttributeError:
-                    pass
-                proc._wait(yielded)  # the rare cases
+                while True:
+                    try:
+                        yielded = proc._gen.send(value)
+                    except StopIteration as done:
+                        if proc.callbacks:
+                            proc._end(True, done.value)
+                        else:  # nobody waits: processed at once (see Process)
+                            proc._value = done.value
+                            proc.callbacks = None
+                            proc._wake = None
+                        break
+                    except Exception as error:  # noqa: BLE001 - the process's failure
+                        proc._end(False, error)
+                        break
+                    if type(yielded) is int:
+                        if yielded > 0:
+                            at = now + yielded
+                            if urgent or due or (queue and queue[0][0] <= at):
+                                push(queue, (at, next(eid), proc._wake))
+                                break
+                            # Nothing else is due before `at` (an entry already queued
+                            # for `at` would go first): advance the clock and resume at
+                            # once, as the heap would have, without the round trip.
+                            now = self._now = at
+                            value = None
+                            continue
+                        if yielded == 0:
+                            due.append(proc._wake)
+                            break
+                    try:
+                        waiters = yielded.callbacks
+                        if waiters is not None and yielded.env is self:
+                            waiters.append(proc)
+                            proc._target = yielded
+                            break
+                    except AttributeError:
+                        pass
+                    proc._wait(yielded)  # the rare cases
+                    break
         except BaseException:
             if stop is not None and stop is not until:
                 # Aborted run(until=t): drop the marker so a later run does not stop at t.
