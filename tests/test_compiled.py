@@ -36,6 +36,29 @@ def test_hot_list_names_existing_modules() -> None:
         assert (ROOT / "src" / (name.replace(".", "/") + ".py")).is_file(), name
 
 
+def test_pxd_files_match_the_sources() -> None:
+    # A class that gained an attribute must have its slot declared, or the compiled build
+    # raises AttributeError where the pure one works.
+    assert subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_pxd.py"), "--check"],
+                          capture_output=True, text=True).returncode == 0, (
+        "stale .pxd files: run python scripts/gen_pxd.py")
+
+
+@needs_compiled
+def test_hot_classes_are_extension_types_without_instance_dicts() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from gen_pxd import HOT_CLASSES
+    finally:
+        sys.path.pop(0)
+    for path, classes in HOT_CLASSES.items():
+        module = importlib.import_module(path[:-3].replace("/", "."))
+        for name in classes:
+            cls = getattr(module, name)
+            assert "__dict__" not in dir(cls) and cls.__flags__ & (1 << 9) == 0, (
+                f"{module.__name__}.{name} is not a cdef class (heap type or has a __dict__)")
+
+
 @needs_compiled
 def test_every_hot_module_is_compiled() -> None:
     for name in _hot_modules():
