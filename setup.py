@@ -38,6 +38,7 @@ HOT = [
     "passthru/hw/iommu/vtd/unit.py",
     "passthru/hv/cpu.py",
     "passthru/hv/host.py",
+    "passthru/hv/vfio.py",
     "passthru/hv/vm.py",
     "passthru/hv/backends/nvme_paths.py",
     "passthru/hv/backends/virtio_blk.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given, settings
@@ -63,7 +64,7 @@ def _trap_state(path):
     c = path.ctrl
     sqs = {q: (s.head, s.tail) for q, s in c.sqs.items()}
     cqs = {q: (s.head, s.tail, s.phase) for q, s in c.cqs.items()}
-    return (dict(c.regs.values), bytes(c.msix), c.pba, sqs, cqs, dict(vars(c.stats)),
+    return (dict(c.regs.values), bytes(c.msix), c.pba, sqs, cqs, asdict(c.stats),
             dict(path.trap.remapped))
 
 

@@ -57,7 +57,7 @@ DeviceWrite = Callable[[Bar, int, bytes], None]
 DeviceWriteValue = Callable[[Bar, int, int, int], None]  # (bar, offset, value, size)
 
 
-@dataclass
+@dataclass(slots=True)
 class IrqRoute:
     """Where an IRTE's interrupts go: a VM's vCPU, posted or injected."""
 

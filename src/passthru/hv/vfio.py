@@ -34,7 +34,7 @@ from passthru.hv.vm import PAGE_4K, MmioRegion, Vm
 from passthru.hw.pci.device import Bar, PciFunction
 
 
-@dataclass
+@dataclass(slots=True)
 class _BarWindow:
     """The EPT mapping of one BAR: guest MMIO goes to the device model at ``bar`` offsets."""
 

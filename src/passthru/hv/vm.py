@@ -82,7 +82,7 @@ class MmioHandler(Protocol):
     def write(self, offset: int, value: int, size: int) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class MmioRegion:
     """A GPA range answered by ``handler``. ``traps``: every access is a VM exit."""
 
@@ -98,7 +98,7 @@ class MmioRegion:
         return f"<MmioRegion {self.name} [{self.base:#x}, {self.base + self.size:#x}) {kind}>"
 
 
-@dataclass
+@dataclass(slots=True)
 class VmStats:
     exits: int = 0
     exit_ns: int = 0
@@ -111,7 +111,7 @@ class VmStats:
     pin_ns: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Vcpu:
     index: int
     core: int

@@ -38,7 +38,7 @@ class IoCompletion(NamedTuple):
         return self.complete_ns - self.submit_ns
 
 
-@dataclass
+@dataclass(slots=True)
 class PathCounters:
     """Monotonic counters a path keeps; the workload differences them over a run."""
 

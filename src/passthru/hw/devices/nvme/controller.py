@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from passthru.hw.devices.nvme import commands as C
@@ -118,7 +118,7 @@ class NamespaceMedia:
             self.env.timeout(delay).add_callback(lambda _e: done(SUCCESS, None))
 
 
-@dataclass
+@dataclass(slots=True)
 class ControllerStats:
     admin_commands: int = 0
     io_commands: int = 0
@@ -536,7 +536,7 @@ class NvmeController:
                  for q in self.cqs.values()],
             msix=bytes(self.msix), pba=self.pba, nqueues=self.nqueues,
             held=[(qid, cqe) for qid, dq in self.held.items() for cqe in dq],
-            stats=dict(vars(self.stats)),
+            stats=asdict(self.stats),
             media=media_save.save() if media_save is not None else None)
 
     def load(self, state: ControllerState) -> None:
