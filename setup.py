@@ -30,6 +30,7 @@ HOT = [
     "passthru/hw/memory.py",
     "passthru/hw/devices/nvme/controller.py",
     "passthru/hw/devices/nvme/namespace.py",
+    "passthru/hw/devices/nvme/queues.py",
     "passthru/hw/devices/virtio/blk.py",
     "passthru/hw/devices/virtio/virtqueue.py",
     "passthru/hw/iommu/vtd/entries.py",

@@ -143,7 +143,8 @@ class _Run:
         streams = Streams(job.seed)
         self.rngs = [streams.get(f"fio/{j}") for j in range(job.numjobs)]
         self.nblk = job.bs // path.block_size
-        self.region_blocks = job.size // job.bs // job.numjobs  # per job, in bs units
+        self.region_blocks = job.size // job.bs // job.numjobs  # per job, in bs units (>= 1)
+        self.region_bits = self.region_blocks.bit_length()
         self.seq = [0] * job.numjobs
         self.issued = 0
         self.done = 0
@@ -172,7 +173,13 @@ class _Run:
     def issue(self, j: int) -> None:
         job, rng = self.job, self.rngs[j]
         if self.random:
-            idx = rng.randrange(self.region_blocks)
+            # rng.randrange(n) inlined, the same draws (CPython random.py
+            # _randbelow_with_getrandbits): randrange's argument checks cost a third of an I/O's
+            # fio time.
+            n, k = self.region_blocks, self.region_bits
+            idx = rng.getrandbits(k)
+            while idx >= n:
+                idx = rng.getrandbits(k)
         else:
             idx = self.seq[j]
             self.seq[j] = idx + 1 if idx + 1 < self.region_blocks else 0
