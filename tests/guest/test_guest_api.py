@@ -46,6 +46,23 @@ def test_write_then_read_round_trips_and_program_returns_a_value():
     assert vm.vcpus[0].retired == 2
 
 
+def test_load_and_store_are_the_plain_call_forms_of_read_and_write():
+    host, vm = guest()
+    g = GuestKernel(vm)
+    buf = g.alloc_dma(8192)
+    g.store(buf + 4093, b"across")  # crosses into the next guest page
+    assert g.load(buf + 4093, 6) == b"across" == vm.read(buf + 4093, 6)
+    assert vm.vcpus[0].retired == 2 and host.env.now == 0  # one instruction each, no time
+
+    def prog(g):
+        yield from g.write(buf, b"gen")
+        return (g.load(buf, 3), (yield from g.read(buf + 4093, 6)))
+
+    proc = g.run(prog)
+    host.env.run()
+    assert proc.value == (b"gen", b"across") and vm.vcpus[0].retired == 5
+
+
 def test_two_vcpus_run_concurrently_and_count_separately():
     host, vm = guest(costs=Costs(guest_ipc=1, cpu_mhz=1000))
     GuestKernel(vm, 0).run(lambda g: g.compute(3000))

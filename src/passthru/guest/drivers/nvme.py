@@ -65,8 +65,8 @@ class Kernel(Protocol):
 
     def mmio_read(self, addr: int, size: int = 4) -> Gen: ...
     def mmio_write(self, addr: int, value: int, size: int = 4) -> Gen: ...  # returns its ns
-    def read(self, addr: int, n: int) -> Gen: ...
-    def write(self, addr: int, data: bytes) -> Gen: ...
+    def load(self, addr: int, n: int) -> bytes: ...  # RAM: a plain call, no sim time
+    def store(self, addr: int, data: bytes) -> None: ...
     def compute(self, n_instructions: int) -> Gen: ...  # returns its ns
     def wait_interrupt(self, vector: int) -> Gen: ...
     def alloc_dma(self, size: int, align: int = 4096) -> int: ...
@@ -178,7 +178,7 @@ class NvmeDriver:
         yield from self._wait_csts(True)
         st, _ = yield from self.admin(C.AdminOpcode.IDENTIFY, cdw10=C.Cns.CONTROLLER,
                                       prp1=self._page)
-        data = yield from g.read(self._page, 4096)
+        data = g.load(self._page, 4096)
         self.identify.update(vid=struct.unpack_from("<H", data, 0)[0],
                              sn=data[4:24].decode().strip(), mn=data[24:64].decode().strip(),
                              mdts=data[77])
@@ -186,7 +186,7 @@ class NvmeDriver:
         self.max_io_bytes = min(self.max_io_bytes, mdts_bytes)
         st, _ = yield from self.admin(C.AdminOpcode.IDENTIFY, nsid=1,
                                       cdw10=C.Cns.NAMESPACE, prp1=self._page)
-        data = yield from g.read(self._page, 4096)
+        data = g.load(self._page, 4096)
         self.nsze, self.lba_size = C.parse_identify_namespace(data)
         want = self.io_queues - 1
         st, dw0 = yield from self.admin(C.AdminOpcode.SET_FEATURES,
@@ -219,7 +219,7 @@ class NvmeDriver:
                 if pages > 2:  # one PRP list page per slot, written once (PRP2 points at it)
                     prp_list = g.alloc_dma(C.PAGE)
                     entries = [buf + C.PAGE * i for i in range(1, pages)]
-                    yield from g.write(prp_list, struct.pack(f"<{len(entries)}Q", *entries))
+                    g.store(prp_list, struct.pack(f"<{len(entries)}Q", *entries))
                 q.slots.append([buf, prp_list, None, None, 0])
             q.free = list(range(self.queue_depth - 1, -1, -1))
             self.queues.append(q)
@@ -232,11 +232,11 @@ class NvmeDriver:
         g = self.g
         cid = self._admin_cid = (self._admin_cid + 1) & 0xFFFF
         sqe = C.pack_sqe(opcode, cid, nsid, prp1, prp2, cdw10, cdw11)
-        yield from g.write(self._asq + self._atail * C.SQE_SIZE, sqe)
+        g.store(self._asq + self._atail * C.SQE_SIZE, sqe)
         self._atail = (self._atail + 1) % self._an
         yield from self._wr(doorbell_offset(0, Db.SQ_TAIL, self._dstrd), self._atail)
         while True:
-            raw = yield from g.read(self._acq + self._ahead * C.CQE_SIZE, C.CQE_SIZE)
+            raw = g.load(self._acq + self._ahead * C.CQE_SIZE, C.CQE_SIZE)
             dw0, _, _, _, got, sf = _CQE_UNPACK(raw)
             if sf & 1 == self._aphase:
                 break
@@ -285,21 +285,21 @@ class NvmeDriver:
             buf = slot[0]
             nbytes = req.nblocks * self.lba_size
             if op == "write":
-                yield from g.write(buf, req.data)  # type: ignore[arg-type]
+                g.store(buf, req.data)  # type: ignore[arg-type]
             prp2 = 0
             if nbytes > _PAGE:
                 prp2 = buf + _PAGE if nbytes <= 2 * _PAGE else slot[1]
             sqe = _SQE_PACK(_OPC[op] | cid << 16, 1, 0, 0, buf, prp2, req.lba & 0xFFFF_FFFF,
                             req.lba >> 32, req.nblocks - 1, 0, 0, 0)
         tail = q.tail
-        yield from g.write(q.sq + tail * _SQE_SIZE, sqe)
+        g.store(q.sq + tail * _SQE_SIZE, sqe)
         q.tail = tail = tail + 1 if tail + 1 < q.size else 0
         busy += yield from g.mmio_write(q.sq_db, tail)
         self.busy_ns += busy
 
     def _irq_loop(self, q: _IoQueue) -> Gen:
         g, env = self.g, self.env
-        read, compute = g.read, g.compute  # the loop's kernel calls, looked up once
+        load, compute = g.load, g.compute  # the loop's kernel calls, looked up once
         cq, size, slots, free = q.cq, q.size, q.slots, q.free
         lba_size = self.lba_size
         irq_instr, complete_instr = self._irq_instr, self._complete_instr
@@ -311,7 +311,7 @@ class NvmeDriver:
             reaped = 0
             while True:
                 head = q.head
-                raw = yield from read(cq + head * _CQE_SIZE, _CQE_SIZE)
+                raw = load(cq + head * _CQE_SIZE, _CQE_SIZE)
                 _, _, _, _, cid, sf = _CQE_UNPACK(raw)
                 if sf & 1 != q.phase:
                     break
@@ -326,7 +326,7 @@ class NvmeDriver:
                 status = sf >> 1
                 data = None
                 if req.op == "read" and status == 0:
-                    data = yield from read(slot[0], req.nblocks * lba_size)
+                    data = load(slot[0], req.nblocks * lba_size)
                 busy += yield from compute(complete_instr)
                 slot[2] = slot[3] = None
                 free.append(cid)

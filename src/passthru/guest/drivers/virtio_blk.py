@@ -294,10 +294,10 @@ class VirtioBlkDriver:
             raise ConfigError(f"virtio-blk request of {nbytes} bytes exceeds the "
                               f"{self.max_request_bytes} bytes one request can carry")
         slot = yield from self._get_slot()
-        yield from self.g.write(slot.header, OUTHDR.pack(rtype, 0, sector))
-        yield from self.g.write(slot.status, b"\xff")
+        self.g.store(slot.header, OUTHDR.pack(rtype, 0, sector))
+        self.g.store(slot.status, b"\xff")
         if data:
-            yield from self.g.write(slot.data, data)
+            self.g.store(slot.data, data)
         writable = rtype != ReqType.VIRTIO_BLK_T_OUT
         bufs = [(slot.header, OUTHDR.size, False)]
         bufs += [(slot.data + off, min(PAGE, nbytes - off), writable)
@@ -318,10 +318,10 @@ class VirtioBlkDriver:
         else:
             self.kicks_suppressed += 1
         yield done
-        status = (yield from self.g.read(slot.status, 1))[0]
+        status = self.g.load(slot.status, 1)[0]
         out = None
         if rtype == ReqType.VIRTIO_BLK_T_IN or rtype == ReqType.VIRTIO_BLK_T_GET_ID:
-            out = yield from self.g.read(slot.data, nbytes)
+            out = self.g.load(slot.data, nbytes)
         self._free_slots.append(slot)
         self._wake_waiters()
         return BlkResult(status, out)

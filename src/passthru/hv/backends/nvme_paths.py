@@ -419,14 +419,20 @@ class HostKernel:
         yield cost
         return cost
 
-    def read(self, addr: int, n: int) -> Gen:
+    def load(self, addr: int, n: int) -> bytes:
         self.retired += 1
         return self.memory.read(addr, n)
+
+    def store(self, addr: int, data: bytes) -> None:
+        self.retired += 1
+        self.memory.write(addr, data)
+
+    def read(self, addr: int, n: int) -> Gen:
+        return self.load(addr, n)
         yield  # pragma: no cover
 
     def write(self, addr: int, data: bytes) -> Gen:
-        self.retired += 1
-        self.memory.write(addr, data)
+        self.store(addr, data)
         return None
         yield  # pragma: no cover
 
