@@ -8,19 +8,29 @@ BAR mapping, controller model, DMA through the VT-d unit, posted MSI-X) and prin
 - the same for bare metal and emulated NVMe, for comparison (``--all``);
 - with ``--profile``, a cProfile summary of one round: the top entries by own time, and
   the share of wall time spent in each layer (sim kernel, guest driver, controller,
-  IOMMU/platform, hypervisor).
+  IOMMU/platform, hypervisor);
+- a machine yardstick measured in the same run, interleaved with the rounds: SimPy's M/M/1
+  customers per CPU second (``bench_sim.mm1_simpy``, the reference kernel the simulation is
+  checked against), and each path's I/Os per second as a ratio of it. The 50,000 goal was
+  set on a machine where SimPy ran about 162,000 customers per second (README, bench_sim),
+  so the goal reads 0.31 simulated I/Os per SimPy customer on any machine; the ratio is
+  what to compare across machines, whose speeds differ by several times.
 
-Run: ``python benchmarks/bench_nvme.py [--ios 20000] [--rounds 3] [--profile] [--all]``.
+Run: ``python benchmarks/bench_nvme.py [--ios 20000] [--rounds 3] [--profile] [--all]
+[--yardstick 20000]`` (``--yardstick 0``: no SimPy run).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import time
 from collections import defaultdict
+
+from bench_sim import _draws, mm1_simpy
 
 from passthru.hv.backends.nvme_paths import PathConfig, build_path
 from passthru.hw.devices.nvme.namespace import PRESETS
@@ -36,13 +46,29 @@ LAYERS = [
 ]
 
 
+GOAL = 50_000
+# SimPy's M/M/1 customers per CPU second on the machine where GOAL was set (README, stop 10).
+GOAL_MACHINE_SIMPY = 162_000
+GOAL_RATIO = GOAL / GOAL_MACHINE_SIMPY
+
+
 def one_round(path_name: str, ios: int, qd: int) -> tuple[float, float, float]:
     path = build_path(path_name, PathConfig(PRESETS["nand"], queue_depth=qd))
     job = FioJob(rw="randread", bs=4096, iodepth=qd, ios=ios, seed=1)
+    gc.collect()  # the previous round's model is garbage: not this round's to collect
     w0, c0 = time.perf_counter(), time.process_time()
     res = run_fio(path, job)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return res.ios / wall, res.ios / cpu, res.iops
+
+
+def yardstick(n: int) -> float:
+    """SimPy's M/M/1 customers per CPU second (bench_sim's model, seed 1)."""
+    draws = _draws(1)
+    gc.collect()
+    c0 = time.process_time()
+    mm1_simpy(n, draws)
+    return n / (time.process_time() - c0)
 
 
 def profile(path_name: str, ios: int, qd: int, top: int) -> None:
@@ -79,15 +105,28 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--all", action="store_true", help="also bare metal and emulated")
+    ap.add_argument("--yardstick", type=int, default=20_000, metavar="N",
+                    help="SimPy M/M/1 customers per yardstick run, one per round (0: none)")
     args = ap.parse_args()
     names = ["passthrough"] + (["bare-metal", "emulated"] if args.all else [])
+    simpy_rate = 0.0
     for name in names:
-        rounds = [one_round(name, args.ios, args.qd) for _ in range(args.rounds)]
+        rounds = []
+        for _ in range(args.rounds):  # interleaved, so a drift in machine speed hits both
+            rounds.append(one_round(name, args.ios, args.qd))
+            if args.yardstick:
+                simpy_rate = max(simpy_rate, yardstick(args.yardstick))
         wall = max(r[0] for r in rounds)
         cpu = max(r[1] for r in rounds)
+        ratio = f"; {cpu / simpy_rate:.3f} x SimPy" if simpy_rate else ""
         print(f"{name:12s} QD{args.qd}: {wall:9,.0f} simulated I/Os per wall second, "
-              f"{cpu:9,.0f} per CPU second (goal >= 50,000); "
+              f"{cpu:9,.0f} per CPU second (goal >= {GOAL:,}){ratio}; "
               f"simulated device rate {rounds[0][2]:,.0f} IOPS")
+    if simpy_rate:
+        print(f"yardstick: SimPy M/M/1 {simpy_rate:,.0f} customers per CPU second (best of "
+              f"{args.rounds * len(names)}); the goal reads {GOAL_RATIO:.3f} x SimPy "
+              f"({GOAL:,} where SimPy ran {GOAL_MACHINE_SIMPY:,}), "
+              f"{GOAL_RATIO * simpy_rate:,.0f} I/Os per second on this machine")
     if args.profile:
         profile("passthrough", min(args.ios, 10_000), args.qd, args.top)
 

@@ -1,5 +1,6 @@
 """The benchmarks' own checks run (small sizes): the M/M/1 benchmark exits 1 when the two
-kernels' per-customer waits differ, so this keeps that equivalence under test."""
+kernels' per-customer waits differ, so this keeps that equivalence under test; the NVMe
+benchmark prints its machine-yardstick line."""
 
 from __future__ import annotations
 
@@ -15,3 +16,13 @@ def test_bench_sim_waits_identical_to_simpy() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("per-customer waits identical: yes") == 3
+
+
+def test_bench_nvme_reports_the_yardstick_ratio() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "bench_nvme.py"), "--ios", "300",
+                          "--rounds", "1", "--yardstick", "500"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("passthrough  QD32:") and " x SimPy; " in lines[0]
+    assert lines[1].startswith("yardstick: SimPy M/M/1 ") and "0.309 x SimPy" in lines[1]
