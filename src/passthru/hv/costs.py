@@ -8,10 +8,11 @@ What is modelled
     not exit, an IOTLB-miss page walk, the pinning of guest pages for VFIO, and the kernel
     block I/O stack (syscall, blk-mq, NVMe driver, interrupt entry) plus the host I/O of a
     userspace device model (QEMU NVMe command processing, io_submit, AIO completion).
-    Each default names the published measurement it is taken from, or says that it is
-    approximate: the blk-mq completion, NVMe driver, interrupt entry and delivery split, the
-    split of QEMU's per-command time and io_submit/AIO-event costs could not be checked
-    against a per-stage measurement, only against the cited totals. All are
+    Each default names the published measurement it is taken from, or says that none was
+    found: interrupt entry, MSI delivery, posted delivery, MMIO emulation and the AIO-event
+    cost have no checkable per-event figure, and QEMU's per-command time is checked only as
+    a total. The blk-mq completion, NVMe driver and io_submit defaults sit above the figures
+    cited beside them (their comments give the figures). All are
     order-of-magnitude values for a recent x86 server core, not a calibrated model of one
     CPU; a scenario's ``[costs]`` table overrides any of them.
 
@@ -48,15 +49,18 @@ class Costs:
     # `mmio-no-eventfd:pci-mem` measure this path; it is several times an in-kernel exit,
     # typically 5-10 us end to end.
     userspace_exit_ns: int = 7_000
-    # Fetch, decode and emulate one MMIO instruction in KVM's x86 emulator
-    # (arch/x86/kvm/emulate.c: x86_decode_insn + x86_emulate_insn); a few hundred ns on top of
-    # the exit (compare vmexit.c `mmio-wildcard-eventfd` against `vmcall`).
+    # Fetch, decode and emulate one MMIO instruction in KVM's x86 emulator (arch/x86/kvm/
+    # emulate.c x86_decode_insn + x86_emulate_insn), on top of the exit. No figure found: Linux
+    # commit 68c3b4d1676d ("KVM: VMX: speed up wildcard MMIO EVENTFD", M. Tsirkin) says only
+    # that MMIO is "much slower than PIO, due to the need to do page walk and emulation".
     mmio_emulate_ns: int = 300
     # Passthrough MMIO: an uncached load/store to a BAR mapped into the guest by EPT; no exit,
     # but a non-posted PCIe read is a full round trip. Neugebauer et al., "Understanding PCIe
     # performance for end host networking", SIGCOMM 2018, measure ~500-900 ns for small reads.
     mmio_passthrough_read_ns: int = 700
-    # Posted MMIO write: leaves the core at once (write-combining aside); ~tens of ns.
+    # Posted MMIO write: leaves the core at once (write-combining aside). Intel community thread
+    # "Why do MemReq TLPs take 100s nanoseconds to be generated after MMIO writes?" (m-p/1186313)
+    # sees back-to-back UC writeq() TLPs "50-300ns" apart; this value is its low end.
     mmio_passthrough_write_ns: int = 50
     # Interrupt injection without posted interrupts: host IRQ, VFIO eventfd -> KVM irqfd,
     # kick of the target vCPU (an exit when it runs) and event injection on the next VM
@@ -64,8 +68,9 @@ class Costs:
     # one injection on top of the exit round trip.
     interrupt_inject_ns: int = 2_000
     # Posted delivery (VT-d spec 5.2.3, 9.12; Intel SDM vol. 3 29.6 "Posted-interrupt
-    # processing"): the IOMMU sets PIR and the notification vector is handled by the CPU
-    # without an exit; the latency is a few hundred ns.
+    # processing"): the IOMMU sets PIR and the CPU takes the notification vector without an
+    # exit. No absolute figure found; DID (Tu et al., VEE 2015) gives only a relative one,
+    # direct delivery "decreases the interrupt invocation latency by 80%". Unsourced.
     posted_delivery_ns: int = 300
     # The guest's EOI write exits when APIC virtualization is off: kvm-unit-tests
     # x86/vmexit.c `eoi` test, about one light exit.
@@ -90,39 +95,48 @@ class Costs:
     # (maintainer isilence, github.com/axboe/liburing/issues/1301); blk_mq_start_request is
     # "somewhere between 200-300 nanoseconds" (linux-block, spinics.net msg20913).
     block_layer_submit_ns: int = 900
-    # The five parameters below are split approximately (from memory, not from a measured
-    # per-stage breakdown; none was found). Their check is the total: with syscall_ns and
-    # block_layer_submit_ns the bare-metal stack costs ~3 us of CPU per 4 KiB read, which
-    # fits Axboe's "With polling, I can get 5-6 usec latencies with 4KB IO" on a DRAM-backed
-    # NVMe device, device time included (commit "blk-mq: private O_DIRECT implementation",
-    # git.kernel.dk f4f5253edcda).
-    # blk-mq completion: end_request, bio completion, waking the waiter.
+    # Total check for the five below: with syscall_ns and block_layer_submit_ns the stack is
+    # ~3 us of CPU per 4 KiB read, within Axboe's polled "5-6 usec latencies with 4KB IO" on a
+    # DRAM-backed NVMe device, device included (git.kernel.dk f4f5253edcda).
+    # blk-mq completion: end_request, bio completion, waking the waiter. Above XRP (Zhong et
+    # al., OSDI 2022, Table 1; 512 B read() on Optane), whose whole "bio" layer, submit and
+    # completion, is 379 ns (table as quoted in the "notes on ebpf/kernel bypass/storage
+    # latency" post, schwifty50.medium.com; the paper itself was not read here).
     block_layer_complete_ns: int = 700
-    # drivers/nvme/host/pci.c nvme_queue_rq (PRP setup, SQE copy) and nvme_handle_cqe.
+    # drivers/nvme/host/pci.c nvme_queue_rq (PRP setup, SQE copy) and nvme_handle_cqe. The
+    # same XRP table gives "NVMe driver: 113 ns" for both directions, below these two; but
+    # nvme_queue_rq's blk_mq_start_request alone is "200-300 nanoseconds" (spinics msg20913).
     nvme_driver_submit_ns: int = 300
     nvme_driver_complete_ns: int = 250
-    # Interrupt entry/exit and handler dispatch on the CPU that takes the vector (guest or
-    # host alike); the IDT path plus irq_enter/irq_exit.
+    # Interrupt entry/exit and handler dispatch (IDT path, irq_enter/irq_exit), guest or host.
+    # No figure found: the posted-MSI merge (Linux tag x86-irq-2024-05-12) calls it only "a
+    # full roundtrip of interrupt entry/exit". Unsourced.
     guest_irq_entry_ns: int = 400
-    # Bare metal: MSI write to the LAPIC of the target core; the LAPIC delivers the vector
-    # after the posted write reaches the root complex.
+    # Bare metal: MSI write, interrupt remapping, notification of the target LAPIC. No figure
+    # found; J. Pan's posted-MSI cover letter (lkml.iu.edu/hypermail/linux/kernel/2404.0/
+    # 05100.html) says only that the notify step on Xeon "is also expensive". Unsourced.
     host_irq_delivery_ns: int = 150
     # ---- a userspace device model's host I/O (QEMU block backend with Linux AIO) ----------
     # QEMU hw/nvme/ctrl.c nvme_process_sq -> nvme_rw (decode, dma_blk_io PRP mapping,
-    # blk_aio_preadv) per command. The split is approximate; the total QEMU thread time
-    # (this + syscall + io_submit + aio_event, ~4 us) fits QEMU commit "hw/nvme: Use
-    # ioeventfd to handle doorbell updates" (2022): one emulation thread, 313 KIOPS at QD64.
+    # blk_aio_preadv) per command. No per-stage figure found; the thread total (this + syscall
+    # + io_submit + aio_event, ~4 us) is near QEMU commit "hw/nvme: Use ioeventfd to handle
+    # doorbell updates" (J. Fan, 2022): one thread, 313 KIOPS at QD64, ~3.2 us per command.
     qemu_nvme_cmd_ns: int = 2_000
-    # io_submit(2) with one iocb into the host block layer (fs/aio.c + O_DIRECT
-    # blkdev_direct_IO), on top of syscall_ns. Approximate, from memory: ~1-2 us.
+    # io_submit(2) with one iocb (fs/aio.c + O_DIRECT blkdev_direct_IO), on top of syscall_ns.
+    # QEMU commit 826cc32423db ("aio-posix: split poll check from ready handler") traces an
+    # IOThread's io_submit at 0.020 ms for 16 iocbs, 0.035 ms for 32 (~1.1-1.25 us per iocb),
+    # blk-mq and NVMe submit included, which the model adds on top of this value.
     io_submit_ns: int = 1_200
     # The completion's trip back to the device model: the AIO eventfd signal and the wake-up
     # of the sleeping thread (a context switch), then io_getevents(2) and the callback for
     # each event. QEMU block/linux-aio.c qemu_laio_completion_cb reaps every completed event
     # per eventfd read, so only a thread that was idle pays the wake-up. Wake-up: a
     # context-switch benchmark in a KVM guest measures "2493.14 ns/ctxsw"
-    # (lkml.iu.edu/hypermail/linux/kernel/1708.3/03774.html). aio_event_ns is approximate.
+    # (lkml.iu.edu/hypermail/linux/kernel/1708.3/03774.html).
     aio_wakeup_ns: int = 2_500
+    # io_getevents(2) and the callback, per event. No absolute figure found; fio commit
+    # 675012f04dbd ("Adding userspace_libaio_reap option") gives only a ratio: reaping in
+    # userspace took "less than an eighth" of the io_getevents syscall's time. Unsourced.
     aio_event_ns: int = 500
     # Guest instruction throughput used by guest.kernel.compute(): instructions per cycle
     # and core clock in MHz (so one instruction costs 1e3 / (ipc * mhz) ns).

@@ -101,11 +101,13 @@ class VirtioBlkCosts:
     """Costs of the virtio-blk device model and its iothread (integer ns)."""
 
     # QEMU virtqueue_pop + virtio_blk_handle_request: read the avail entry, walk and map the
-    # descriptors (address_space_map per segment), parse the header. Approximate, from
-    # memory: on the order of 1 us of QEMU CPU per request (compare qemu_nvme_cmd_ns).
+    # descriptors (address_space_map per segment), parse the header. No per-stage figure found;
+    # total only: QEMU commit 826cc32423db reports 168k-174k IOPS from one IOThread (~5.8 us
+    # each if it was saturated, not stated); this + complete_ns + DirectMedia's costs = 5.8 us.
     vq_pop_ns: int = 1_000
     # virtio_blk_req_complete: status byte, virtqueue_push, virtio_notify_irqfd (an eventfd
-    # write into KVM). Approximate, from memory.
+    # write into KVM). Upper bound only: the perf trace in QEMU commit 826cc32423db shows each
+    # eventfd write(2) at 0.001-0.002 ms, tracing overhead included.
     complete_ns: int = 700
     # Wake-up of a sleeping iothread by an ioeventfd (ppoll returns on another core): a
     # context switch and scheduler latency, the cost QEMU's polling mode exists to avoid
@@ -114,7 +116,8 @@ class VirtioBlkCosts:
     # the order of a few micro-seconds" (compare Costs.aio_wakeup_ns).
     iothread_wakeup_ns: int = 4_000
     # One pass of the poll loop (run_poll_handlers: virtio_queue_host_notifier_aio_poll
-    # reads avail->idx); a new entry is seen within one pass. Approximate.
+    # reads avail->idx); a new entry is seen within one pass. No per-pass figure found (QEMU
+    # commit e4346192f1c2 shows only that a pass slows as handlers multiply). Unsourced.
     poll_interval_ns: int = 500
     # QEMU iothread.c IOTHREAD_POLL_MAX_NS_DEFAULT = 32768: poll this long for new work
     # before going back to ppoll and re-enabling notifications.
