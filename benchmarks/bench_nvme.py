@@ -17,8 +17,14 @@ BAR mapping, controller model, DMA through the VT-d unit, posted MSI-X) and prin
   SimPy customer; the ratio is what to compare across machines, whose speeds differ by
   several times.
 
+- with ``--instructions``, instead of timing: machine instructions per simulated I/O, counted
+  by ``valgrind --tool=callgrind`` over two runs of different lengths (their difference, so
+  start-up cancels out). The count does not vary between runs, so it shows an optimisation's
+  effect on a machine whose speed drifts by tens of percent (it is not a wall-clock figure:
+  it ignores cache misses and differs between Python builds).
+
 Run: ``python benchmarks/bench_nvme.py [--ios 20000] [--rounds 3] [--profile] [--all]
-[--yardstick 100000]`` (``--yardstick 0``: no SimPy run).
+[--yardstick 100000] [--instructions]`` (``--yardstick 0``: no SimPy run).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ import cProfile
 import gc
 import io
 import pstats
+import re
+import shutil
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -99,6 +109,25 @@ def profile(path_name: str, ios: int, qd: int, top: int) -> None:
         print(f"  {name:38s} {100 * t / total:5.1f}%")
 
 
+def instructions(path_name: str, qd: int, short: int = 200, long: int = 1_200) -> int:
+    """Instructions per simulated I/O: callgrind's totals for ``long`` and ``short`` I/Os in
+    fresh processes of this interpreter, their difference over ``long - short``."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("bench_nvme: --instructions needs valgrind (apt-get install valgrind)")
+    totals = []
+    for n in (short, long):
+        out = subprocess.run(
+            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--run-only", str(n), "--path", path_name, "--qd", str(qd)],
+            capture_output=True, text=True, check=True)
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        if found is None:
+            sys.exit(f"bench_nvme: no callgrind total in valgrind's output:\n{out.stderr}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) // (long - short)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ios", type=int, default=20_000)
@@ -109,8 +138,22 @@ def main() -> None:
     ap.add_argument("--all", action="store_true", help="also bare metal and emulated")
     ap.add_argument("--yardstick", type=int, default=100_000, metavar="N",
                     help="SimPy M/M/1 customers per yardstick run, one per round (0: none)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per simulated I/O under callgrind instead")
+    ap.add_argument("--run-only", type=int, metavar="N", help=argparse.SUPPRESS)
+    ap.add_argument("--path", default="passthrough", help=argparse.SUPPRESS)
     args = ap.parse_args()
     names = ["passthrough"] + (["bare-metal", "emulated"] if args.all else [])
+    if args.run_only is not None:  # one untimed run: what --instructions counts
+        path = build_path(args.path, PathConfig(PRESETS["nand"], queue_depth=args.qd))
+        run_fio(path, FioJob(rw="randread", bs=4096, iodepth=args.qd, ios=args.run_only,
+                             seed=1))
+        return
+    if args.instructions:
+        for name in names:
+            print(f"{name:12s} QD{args.qd}: {instructions(name, args.qd):,} instructions per "
+                  "simulated I/O (callgrind)")
+        return
     simpy_rate = 0.0
     best: dict[str, tuple[float, float, float]] = {}
     for name in names:

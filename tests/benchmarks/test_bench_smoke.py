@@ -26,3 +26,10 @@ def test_bench_nvme_reports_the_yardstick_ratio() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].startswith("passthrough  QD32:") and " x SimPy; " in lines[0]
     assert lines[1].startswith("yardstick: SimPy M/M/1 ") and "0.309 x SimPy" in lines[1]
+
+
+def test_bench_nvme_run_only_is_one_quiet_run() -> None:
+    # What --instructions runs under callgrind (twice, at two lengths): no output, exit 0.
+    out = subprocess.run([sys.executable, str(BENCH / "bench_nvme.py"), "--run-only", "50",
+                          "--path", "bare-metal"], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
