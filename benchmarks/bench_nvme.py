@@ -15,8 +15,7 @@ BAR mapping, controller model, DMA through the VT-d unit, posted MSI-X) and prin
   for the 50,000 goal (passthrough 46-51 k/s) came from a machine where SimPy ran about
   162,000 customers per second at N = 1e5, so the goal reads about 0.31 simulated I/Os per
   SimPy customer; the ratio is what to compare across machines, whose speeds differ by
-  several times.
-
+  several times;
 - with ``--instructions``, instead of timing: machine instructions per simulated I/O, counted
   by ``valgrind --tool=callgrind`` over two runs of different lengths (their difference, so
   start-up cancels out). The count does not vary between runs, so it shows an optimisation's
