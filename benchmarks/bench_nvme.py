@@ -8,7 +8,8 @@ BAR mapping, controller model, DMA through the VT-d unit, posted MSI-X) and prin
 - the same for bare metal and emulated NVMe, for comparison (``--all``);
 - with ``--profile``, a cProfile summary of one round: the top entries by own time, and
   the share of wall time spent in each layer (sim kernel, guest driver, controller,
-  IOMMU/platform, hypervisor);
+  IOMMU/platform, hypervisor); it needs the pure-Python modules (``PYTHONPATH=src`` or an
+  editable install), as cProfile does not see compiled functions;
 - a machine yardstick measured in the same run, interleaved with the rounds: SimPy's M/M/1
   customers per CPU second (``bench_sim.mm1_simpy``, the reference kernel the simulation is
   checked against), and each path's I/Os per second as a ratio of it. The earlier figures
@@ -42,6 +43,7 @@ from collections import defaultdict
 
 from bench_sim import _draws, mm1_simpy
 
+import passthru.sim.kernel
 from passthru.hv.backends.nvme_paths import PathConfig, build_path
 from passthru.hw.devices.nvme.namespace import PRESETS
 from passthru.scenarios.fio import FioJob, run_fio
@@ -142,6 +144,12 @@ def main() -> None:
     ap.add_argument("--run-only", type=int, metavar="N", help=argparse.SUPPRESS)
     ap.add_argument("--path", default="passthrough", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.profile and not passthru.sim.kernel.__file__.endswith(".py"):
+        # cProfile sees only Python frames: a compiled install puts ~90% under "other".
+        print("bench_nvme: --profile needs the pure-Python modules (cProfile does not see "
+              "compiled ones): run it with PYTHONPATH=src, or after pip install -e .",
+              file=sys.stderr)
+        sys.exit(2)
     names = ["passthrough"] + (["bare-metal", "emulated"] if args.all else [])
     if args.run_only is not None:  # one untimed run: what --instructions counts
         path = build_path(args.path, PathConfig(PRESETS["nand"], queue_depth=args.qd))
