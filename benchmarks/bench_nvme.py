@@ -47,6 +47,7 @@ import passthru.sim.kernel
 from passthru.hv.backends.nvme_paths import PathConfig, build_path
 from passthru.hw.devices.nvme.namespace import PRESETS
 from passthru.scenarios.fio import FioJob, run_fio
+from passthru.scenarios.io_path import IoPath
 
 LAYERS = [
     ("sim kernel", "passthru/sim/"),
@@ -65,9 +66,14 @@ GOAL_MACHINE_SIMPY = 162_000
 GOAL_RATIO = GOAL / GOAL_MACHINE_SIMPY
 
 
-def one_round(path_name: str, ios: int, qd: int) -> tuple[float, float, float]:
+def workload(path_name: str, ios: int, qd: int) -> tuple[IoPath, FioJob]:
+    """The measured run: 4 KiB random reads at ``qd`` on the NAND preset, seed 1."""
     path = build_path(path_name, PathConfig(PRESETS["nand"], queue_depth=qd))
-    job = FioJob(rw="randread", bs=4096, iodepth=qd, ios=ios, seed=1)
+    return path, FioJob(rw="randread", bs=4096, iodepth=qd, ios=ios, seed=1)
+
+
+def one_round(path_name: str, ios: int, qd: int) -> tuple[float, float, float]:
+    path, job = workload(path_name, ios, qd)
     gc.collect()  # the previous round's model is garbage: not this round's to collect
     w0, c0 = time.perf_counter(), time.process_time()
     res = run_fio(path, job)
@@ -85,8 +91,7 @@ def yardstick(n: int) -> float:
 
 
 def profile(path_name: str, ios: int, qd: int, top: int) -> None:
-    path = build_path(path_name, PathConfig(PRESETS["nand"], queue_depth=qd))
-    job = FioJob(rw="randread", bs=4096, iodepth=qd, ios=ios, seed=1)
+    path, job = workload(path_name, ios, qd)
     prof = cProfile.Profile()
     prof.enable()
     run_fio(path, job)
@@ -152,9 +157,7 @@ def main() -> None:
         sys.exit(2)
     names = ["passthrough"] + (["bare-metal", "emulated"] if args.all else [])
     if args.run_only is not None:  # one untimed run: what --instructions counts
-        path = build_path(args.path, PathConfig(PRESETS["nand"], queue_depth=args.qd))
-        run_fio(path, FioJob(rw="randread", bs=4096, iodepth=args.qd, ios=args.run_only,
-                             seed=1))
+        run_fio(*workload(args.path, args.run_only, args.qd))
         return
     if args.instructions:
         for name in names:
