@@ -17,11 +17,14 @@ BAR mapping, controller model, DMA through the VT-d unit, posted MSI-X) and prin
   162,000 customers per second at N = 1e5, so the goal reads about 0.31 simulated I/Os per
   SimPy customer; the ratio is what to compare across machines, whose speeds differ by
   several times;
-- with ``--instructions``, instead of timing: machine instructions per simulated I/O, counted
-  by ``valgrind --tool=callgrind`` over two runs of different lengths (their difference, so
-  start-up cancels out). The count does not vary between runs, so it shows an optimisation's
-  effect on a machine whose speed drifts by tens of percent (it is not a wall-clock figure:
-  it ignores cache misses and differs between Python builds).
+- with ``--instructions``, instead of timing: machine instructions, L1 instruction-cache
+  misses and L2 instruction misses per simulated I/O, counted by ``valgrind --tool=cachegrind``
+  over two runs of different lengths (their difference, so start-up cancels out), simulating
+  this machine's L1i, L1d and L2 as sysfs describes them. The counts do not drift with the
+  machine's load, so they show an optimisation's effect where wall time varies by tens of
+  percent; the misses show what a larger code footprint costs (the compiled modules' code is
+  larger than the interpreter loop they replace). Not wall-clock figures: they leave out
+  branch prediction and memory latency, and differ between Python builds.
 
 Run: ``python benchmarks/bench_nvme.py [--ios 20000] [--rounds 3] [--profile] [--all]
 [--yardstick 100000] [--instructions]`` (``--yardstick 0``: no SimPy run).
@@ -33,13 +36,16 @@ import argparse
 import cProfile
 import gc
 import io
+import os
 import pstats
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from bench_sim import _draws, mm1_simpy
 
@@ -115,23 +121,62 @@ def profile(path_name: str, ios: int, qd: int, top: int) -> None:
         print(f"  {name:38s} {100 * t / total:5.1f}%")
 
 
-def instructions(path_name: str, qd: int, short: int = 200, long: int = 1_200) -> int:
-    """Instructions per simulated I/O: callgrind's totals for ``long`` and ``short`` I/Os in
-    fresh processes of this interpreter, their difference over ``long - short``."""
+# Cache levels cachegrind simulates, by what Linux reports for CPU 0: (sysfs level, type).
+_SIMULATED_CACHES = {"I1": ("1", "Instruction"), "D1": ("1", "Data"), "LL": ("2", "Unified")}
+
+
+def cache_geometry(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> list[str]:
+    """cachegrind's ``--I1/--D1/--LL=size,ways,line`` for this machine's L1i, L1d and L2, read
+    from sysfs (valgrind's own CPUID probe can be wrong in a VM); ``[]`` if sysfs lacks one.
+    L2 stands in for the last level: a miss there is what a bigger code footprint costs."""
+    found: dict[tuple[str, str], str] = {}
+    for index in sorted(sysfs.glob("index*")):
+        try:
+            level, kind, size, ways, line = (
+                (index / f).read_text().strip() for f in
+                ("level", "type", "size", "ways_of_associativity", "coherency_line_size"))
+        except OSError:
+            continue
+        if size.endswith("K") and size[:-1].isdigit():
+            found[(level, kind)] = f"{int(size[:-1]) * 1024},{ways},{line}"
+    if any(key not in found for key in _SIMULATED_CACHES.values()):
+        return []
+    return [f"--{name}={found[key]}" for name, key in _SIMULATED_CACHES.items()]
+
+
+def cachegrind_counts(out_file: str) -> dict[str, int]:
+    """The program totals of a cachegrind output file, by event (``Ir``, ``I1mr``, ``ILmr``)."""
+    text = Path(out_file).read_text()
+    events = re.search(r"^events: (.+)$", text, re.M)
+    summary = re.search(r"^summary: (.+)$", text, re.M)
+    if events is None or summary is None:
+        sys.exit(f"bench_nvme: {out_file} is not a cachegrind output file")
+    return dict(zip(events[1].split(), map(int, summary[1].split()), strict=True))
+
+
+def instructions(path_name: str, qd: int, short: int = 200,
+                 long: int = 1_200) -> tuple[dict[str, int], str]:
+    """Instructions, L1i misses and L2 instruction misses per simulated I/O: cachegrind's
+    totals for ``long`` and ``short`` I/Os in fresh processes of this interpreter, their
+    difference over ``long - short``; and the caches simulated."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         sys.exit("bench_nvme: --instructions needs valgrind (apt-get install valgrind)")
+    geometry = cache_geometry()
     totals = []
-    for n in (short, long):
-        out = subprocess.run(
-            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-             __file__, "--run-only", str(n), "--path", path_name, "--qd", str(qd)],
-            capture_output=True, text=True, check=True)
-        found = re.search(r"Collected : (\d+)", out.stderr)
-        if found is None:
-            sys.exit(f"bench_nvme: no callgrind total in valgrind's output:\n{out.stderr}")
-        totals.append(int(found.group(1)))
-    return (totals[1] - totals[0]) // (long - short)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (short, long):
+            out_file = str(Path(tmp) / f"cachegrind.{n}")
+            subprocess.run(
+                [valgrind, "--tool=cachegrind", "--cache-sim=yes", *geometry,
+                 f"--cachegrind-out-file={out_file}", sys.executable, __file__,
+                 "--run-only", str(n), "--path", path_name, "--qd", str(qd)],
+                capture_output=True, text=True, check=True,
+                env={**os.environ, "PYTHONHASHSEED": "0"})  # same dict layouts every run
+            totals.append(cachegrind_counts(out_file))
+    per_io = {event: (totals[1][event] - totals[0][event]) // (long - short)
+              for event in ("Ir", "I1mr", "ILmr")}
+    return per_io, " ".join(geometry) or "valgrind's own cache probe"
 
 
 def main() -> None:
@@ -145,7 +190,8 @@ def main() -> None:
     ap.add_argument("--yardstick", type=int, default=100_000, metavar="N",
                     help="SimPy M/M/1 customers per yardstick run, one per round (0: none)")
     ap.add_argument("--instructions", action="store_true",
-                    help="count instructions per simulated I/O under callgrind instead")
+                    help="count instructions and instruction-cache misses per simulated I/O "
+                         "under cachegrind instead")
     ap.add_argument("--run-only", type=int, metavar="N", help=argparse.SUPPRESS)
     ap.add_argument("--path", default="passthrough", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -161,8 +207,10 @@ def main() -> None:
         return
     if args.instructions:
         for name in names:
-            print(f"{name:12s} QD{args.qd}: {instructions(name, args.qd):,} instructions per "
-                  "simulated I/O (callgrind)")
+            per_io, caches = instructions(name, args.qd)
+            print(f"{name:12s} QD{args.qd}: {per_io['Ir']:,} instructions, {per_io['I1mr']:,} "
+                  f"L1i misses, {per_io['ILmr']:,} L2 instruction misses per simulated I/O "
+                  f"(cachegrind: {caches})")
         return
     simpy_rate = 0.0
     best: dict[str, tuple[float, float, float]] = {}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -52,3 +54,47 @@ def test_bench_nvme_profile_needs_the_pure_modules() -> None:
     else:  # compiled: cProfile would see nothing, so one line and exit 2, before any run
         assert (out.returncode, out.stdout) == (2, "")
         assert out.stderr.startswith("bench_nvme: --profile needs the pure-Python modules")
+
+
+def _bench_nvme():
+    sys.path.insert(0, str(BENCH))  # bench_nvme imports bench_sim by its bare name
+    try:
+        import bench_nvme
+    finally:
+        sys.path.remove(str(BENCH))
+    return bench_nvme
+
+
+def _cache_index(root: Path, name: str, level: str, kind: str, size: str, ways: str) -> None:
+    d = root / name
+    d.mkdir()
+    for field, value in (("level", level), ("type", kind), ("size", size),
+                         ("ways_of_associativity", ways), ("coherency_line_size", "64")):
+        (d / field).write_text(value + "\n")
+
+
+def test_cache_geometry_reads_l1i_l1d_l2_from_sysfs(tmp_path: Path) -> None:
+    bench = _bench_nvme()
+    _cache_index(tmp_path, "index0", "1", "Data", "48K", "12")
+    _cache_index(tmp_path, "index1", "1", "Instruction", "32K", "8")
+    _cache_index(tmp_path, "index2", "2", "Unified", "2048K", "16")
+    _cache_index(tmp_path, "index3", "3", "Unified", "32768K", "16")
+    assert bench.cache_geometry(tmp_path) == [
+        "--I1=32768,8,64", "--D1=49152,12,64", "--LL=2097152,16,64"]
+    # No L2 described (or no sysfs at all): valgrind probes the caches itself.
+    for f in (tmp_path / "index2").iterdir():
+        f.unlink()
+    assert bench.cache_geometry(tmp_path) == []
+    assert bench.cache_geometry(tmp_path / "absent") == []
+
+
+def test_cachegrind_counts_reads_the_summary(tmp_path: Path) -> None:
+    bench = _bench_nvme()
+    out = tmp_path / "cachegrind.out"
+    out.write_text("desc: I1 cache: 32768 B, 64 B, 8-way associative\ncmd: python x\n"
+                   "events: Ir I1mr ILmr \nfl=a.c\nfn=main\n1 5 1 0\n"
+                   "summary: 1200 34 5\n")
+    assert bench.cachegrind_counts(str(out)) == {"Ir": 1200, "I1mr": 34, "ILmr": 5}
+    out.write_text("events: Ir\n")
+    with pytest.raises(SystemExit, match="is not a cachegrind output file"):
+        bench.cachegrind_counts(str(out))
