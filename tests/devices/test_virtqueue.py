@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import struct
 
 import pytest
@@ -253,3 +255,11 @@ def test_random_add_and_out_of_order_completion_against_an_oracle(ops, indirect)
             assert head == chain.head and n == len(oracle.pop(head))
     used = lay.size - drv.num_free
     assert used == sum(drv.descriptors_needed(len(b)) for b in oracle.values())
+
+
+def test_layout_survives_pickle_and_deepcopy() -> None:
+    # Saved device state holds layouts; the compiled (native) dataclass must copy too.
+    layout = SplitLayout.contiguous(0x10000, 64)
+    for clone in (pickle.loads(pickle.dumps(layout)), copy.deepcopy(layout)):
+        assert clone == layout and (clone.desc, clone.avail, clone.used) == (
+            layout.desc, layout.avail, layout.used)

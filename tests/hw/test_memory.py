@@ -308,4 +308,6 @@ def test_pickle_and_deepcopy_are_independent_copies() -> None:
         assert clone.digest() == mem.digest()
         clone.write(0, b"x")
         assert mem.read(0, 1) == b"\x00"
+    state = mem.save_state()
+    assert pickle.loads(pickle.dumps(state)) == state == copy.deepcopy(state)
     assert "0x4000" in repr(mem)

@@ -44,7 +44,7 @@ import mmap
 import platform
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,14 @@ class MemoryState:
 
     def __repr__(self) -> str:  # the default would print every saved byte
         return f"MemoryState(size={self.size:#x}, runs={len(self.runs)}, nbytes={self.nbytes:#x})"
+
+    # A compiled (native) frozen dataclass cannot be rebuilt field by field, as pickle's and
+    # deepcopy's defaults would: rebuild it through its constructor, or keep it (immutable).
+    def __reduce__(self) -> tuple[type[MemoryState], tuple[int, tuple[tuple[int, bytes], ...]]]:
+        return MemoryState, (self.size, self.runs)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> MemoryState:
+        return self
 
 
 class HostMemory:
@@ -394,10 +402,14 @@ class HostMemory:
         for addr, data in state.runs:
             self.write(addr, data)
 
-    # pickle / copy.deepcopy go through the canonical state (an mmap cannot be pickled).
-    def __getstate__(self) -> MemoryState:
-        return self.save_state()
+    # pickle / copy.deepcopy go through the canonical state (an mmap cannot be pickled); a
+    # reduce rather than __setstate__, which a compiled (native) class cannot take.
+    def __reduce__(self) -> tuple[Callable[[MemoryState], HostMemory], tuple[MemoryState]]:
+        return _from_state, (self.save_state(),)
 
-    def __setstate__(self, state: MemoryState) -> None:
-        self._map(state.size)
-        self.load_state(state)
+
+def _from_state(state: MemoryState) -> HostMemory:
+    """A new memory holding ``state`` (what unpickling and deepcopy call)."""
+    mem = HostMemory(state.size)
+    mem.load_state(state)
+    return mem

@@ -122,7 +122,7 @@ class Environment:
         if kind not in _GENERATOR_TYPES:
             if not isinstance(generator, Generator):  # an ABC check: ~0.5 us, so once per type
                 return Process(self, generator)  # raises the TypeError
-            _GENERATOR_TYPES.add(kind)  # e.g. the generators of a Cython-compiled module
+            _GENERATOR_TYPES.add(kind)  # e.g. the generators of a mypyc-compiled module
         # Process(self, generator) inlined (see events._init_process): one per customer.
         proc = _new(Process)
         proc.env = self

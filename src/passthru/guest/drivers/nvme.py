@@ -34,6 +34,7 @@ from collections.abc import Generator
 from typing import Any, Protocol
 
 from passthru.errors import ConfigError
+from passthru.guest.drivers import NvmeError
 from passthru.hw.devices.nvme import commands as C
 from passthru.hw.devices.nvme.regs import (
     CC_IOCQES_SHIFT,
@@ -70,10 +71,6 @@ class Kernel(Protocol):
     def compute(self, n_instructions: int) -> Gen: ...  # returns its ns
     def wait_interrupt(self, vector: int) -> Gen: ...
     def alloc_dma(self, size: int, align: int = 4096) -> int: ...
-
-
-class NvmeError(RuntimeError):
-    """The controller refused bring-up or an admin command (a driver bug or a bad device)."""
 
 
 class _IoQueue:

@@ -104,6 +104,14 @@ class SplitLayout:
                 raise ValueError(f"virtqueue {name} address {addr:#x} is not "
                                  f"{align}-byte aligned (virtio 1.2, 2.7)")
 
+    # A compiled (native) frozen dataclass cannot be rebuilt field by field, as pickle's and
+    # deepcopy's defaults would: rebuild it through its constructor, or keep it (immutable).
+    def __reduce__(self) -> tuple[type[SplitLayout], tuple[int, int, int, int]]:
+        return SplitLayout, (self.size, self.desc, self.avail, self.used)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SplitLayout:
+        return self
+
     @classmethod
     def contiguous(cls, base: int, size: int) -> SplitLayout:
         """The three parts packed from ``base`` with only the alignment the spec requires."""
