@@ -36,14 +36,14 @@ What is left out
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, Final
 
 from passthru.errors import OutOfResources
 from passthru.hv.vm import Vm
 from passthru.sim import Event, Process
 
 GuestGen = Generator[Any, Any, Any]
-_NS_MEMO = 64  # distinct instruction counts remembered by compute()
+_NS_MEMO: Final = 64  # distinct instruction counts remembered by compute()
 
 
 class GuestKernel:

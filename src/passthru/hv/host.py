@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from passthru.analysis.groups import IommuGroup, compute_iommu_groups
 from passthru.errors import ConfigError
@@ -50,7 +51,7 @@ from passthru.sim import Environment, Streams
 
 GiB = 1 << 30
 MiB = 1 << 20
-POSTED_INTR_VECTOR = 0xF2  # Linux arch/x86/include/asm/irq_vectors.h POSTED_INTR_VECTOR
+POSTED_INTR_VECTOR: Final = 0xF2  # Linux arch/x86/include/asm/irq_vectors.h POSTED_INTR_VECTOR
 
 DeviceRead = Callable[[Bar, int, int], bytes]
 DeviceWrite = Callable[[Bar, int, bytes], None]

@@ -25,6 +25,7 @@ What is left out
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from passthru.analysis.groups import pci_for_each_dma_alias
 from passthru.errors import AssignmentError
@@ -73,7 +74,7 @@ class AssignedDevice:
         return f"<AssignedDevice {self.fn.bdf} -> vm {self.vm.name!r} {bars}>"
 
 
-_DMA_MANAGED_DRIVERS = frozenset({None, "pcieport", "pci-stub", "vfio-pci"})
+_DMA_MANAGED_DRIVERS: Final = frozenset({None, "pcieport", "pci-stub", "vfio-pci"})
 
 
 class Vfio:

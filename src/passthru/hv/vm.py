@@ -31,7 +31,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from passthru.errors import ConfigError, OutOfResources
 from passthru.hv.cpu import Cpu
@@ -40,8 +40,8 @@ from passthru.sim import Event
 if TYPE_CHECKING:
     from passthru.hv.host import Host
 
-PAGE_4K = 1 << 12
-PAGE_2M = 1 << 21
+PAGE_4K: Final = 1 << 12
+PAGE_2M: Final = 1 << 21
 GiB = 1 << 30
 
 

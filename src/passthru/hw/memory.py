@@ -46,36 +46,37 @@ import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 from passthru.errors import OutOfResources
 
-MAX_SIZE = 1 << 40
+MAX_SIZE: Final = 1 << 40
 """Largest simulated memory (1 TiB); bounded by address space, not RAM, and easy to raise."""
 
-DIGEST_PAGE = 4096
+DIGEST_PAGE: Final = 4096
 """Granule of the canonical content encoding used by ``digest()`` and ``save_state()``."""
 
 # Touched-page bookkeeping follows the OS page (4 KiB on x86-64; 16/64 KiB on some arm64).
-_PAGE = max(mmap.PAGESIZE, DIGEST_PAGE)
-_SHIFT = _PAGE.bit_length() - 1
-_MASK = _PAGE - 1
+_PAGE: Final = max(mmap.PAGESIZE, DIGEST_PAGE)
+_SHIFT: Final = _PAGE.bit_length() - 1
+_MASK: Final = _PAGE - 1
 
-_FILL_CHUNK = 1 << 20  # bounds the temporary buffer of a non-zero fill
-_SCAN_WINDOW = 16 << 20  # bounds the numpy view used to find non-zero pages
+_FILL_CHUNK: Final = 1 << 20  # bounds the temporary buffer of a non-zero fill
+_SCAN_WINDOW: Final = 16 << 20  # bounds the numpy view used to find non-zero pages
 
 # Bound methods at module level: one lookup fewer per access on the table-walk path.
-_unpack_u16 = struct.Struct("<H").unpack_from
-_unpack_u32 = struct.Struct("<I").unpack_from
-_unpack_u64 = struct.Struct("<Q").unpack_from
-_pack_u16 = struct.Struct("<H").pack_into
-_pack_u32 = struct.Struct("<I").pack_into
-_pack_u64 = struct.Struct("<Q").pack_into
+_unpack_u16: Final = struct.Struct("<H").unpack_from
+_unpack_u32: Final = struct.Struct("<I").unpack_from
+_unpack_u64: Final = struct.Struct("<Q").unpack_from
+_pack_u16: Final = struct.Struct("<H").pack_into
+_pack_u32: Final = struct.Struct("<I").pack_into
+_pack_u64: Final = struct.Struct("<Q").pack_into
 
 # Linux releases private anonymous pages to the zero page with MADV_DONTNEED; other systems
 # (macOS) may keep the old contents, so there a zero fill writes zeros instead.
-_CAN_RELEASE = sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED")
+_CAN_RELEASE: Final = sys.platform.startswith("linux") and hasattr(mmap, "MADV_DONTNEED")
 
 
 def _map_noreserve_flag() -> int:
@@ -92,7 +93,7 @@ def _map_noreserve_flag() -> int:
     return 0x4000  # include/uapi/asm-generic/mman-common.h: x86, arm, arm64, riscv, s390
 
 
-_MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _map_noreserve_flag()
+_MAP_FLAGS: Final = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _map_noreserve_flag()
 
 
 def _page_runs(pages: Iterable[int]) -> Iterator[tuple[int, int]]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from passthru.scenarios.io_path import IoCompletion, IoPath, IoRequest
 from passthru.sim import Event, Streams
 
 Rw = Literal["read", "write", "randread", "randwrite", "rw", "readwrite", "randrw"]
-RW_MODES = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw")
+RW_MODES: Final = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw")
 Progress = Callable[[int, int], None]
 
 

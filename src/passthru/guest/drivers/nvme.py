@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from passthru.errors import ConfigError
 from passthru.guest.drivers import NvmeError
@@ -50,10 +50,10 @@ from passthru.scenarios.io_path import IoCompletion, IoRequest
 from passthru.sim import Environment, Event
 
 Gen = Generator[Any, Any, Any]
-VECTOR_BASE = 0x40  # admin queue's vector; I/O queue q uses VECTOR_BASE + q
-_OPC = {"read": C.IoOpcode.READ, "write": C.IoOpcode.WRITE, "flush": C.IoOpcode.FLUSH}
-_CQE_UNPACK = C.CQE.unpack
-_SQE_PACK = C.SQE_HEAD.pack
+VECTOR_BASE: Final = 0x40  # admin queue's vector; I/O queue q uses VECTOR_BASE + q
+_OPC: Final = {"read": C.IoOpcode.READ, "write": C.IoOpcode.WRITE, "flush": C.IoOpcode.FLUSH}
+_CQE_UNPACK: Final = C.CQE.unpack
+_SQE_PACK: Final = C.SQE_HEAD.pack
 _CQE_SIZE, _SQE_SIZE, _PAGE = C.CQE_SIZE, C.SQE_SIZE, C.PAGE
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from passthru.errors import ConfigError
 from passthru.guest.kernel import GuestKernel
@@ -64,13 +64,13 @@ from passthru.hw.devices.virtio.virtqueue import DESC_SIZE, DriverRing, SplitLay
 from passthru.sim import Event
 
 GuestGen = Generator[Any, Any, Any]
-PAGE = 4096
+PAGE: Final = 4096
 
 # Instruction estimates for the Linux paths (see the module docstring).
-SUBMIT_INSNS = 400  # virtio_queue_rq + virtblk_add_req + virtqueue_add_split fixed part
-PER_SEG_INSNS = 40  # one scatterlist entry -> one descriptor
-IRQ_INSNS = 250  # vring_interrupt + virtblk_done loop overhead
-PER_DONE_INSNS = 150  # virtqueue_get_buf_ctx_split + blk_mq_complete_request per request
+SUBMIT_INSNS: Final = 400  # virtio_queue_rq + virtblk_add_req + virtqueue_add_split fixed part
+PER_SEG_INSNS: Final = 40  # one scatterlist entry -> one descriptor
+IRQ_INSNS: Final = 250  # vring_interrupt + virtblk_done loop overhead
+PER_DONE_INSNS: Final = 150  # virtqueue_get_buf_ctx_split + blk_mq_complete_request per request
 
 # common configuration offsets (4.1.4.3)
 _DFSEL, _DF, _GFSEL, _GF = 0x00, 0x04, 0x08, 0x0C

@@ -52,7 +52,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from passthru.errors import ConfigError
 from passthru.guest.drivers.nvme import NvmeDriver
@@ -77,7 +77,7 @@ from passthru.sim import Environment, Event
 Gen = Generator[Any, Any, Any]
 MiB = 1 << 20
 GiB = 1 << 30
-NVME_BDF = "0000:01:00.0"
+NVME_BDF: Final = "0000:01:00.0"
 _OPS: tuple[Op, Op, Op] = ("flush", "write", "read")
 
 
@@ -110,7 +110,7 @@ class PathConfig:
 
 PathBuilder = Callable[[PathConfig], IoPath]
 PATHS: dict[str, PathBuilder] = {}
-_PLUGINS = ("passthru.hv.backends.virtio_blk",)
+_PLUGINS: Final = ("passthru.hv.backends.virtio_blk",)
 
 
 def register_path(name: str, builder: PathBuilder) -> None:
@@ -299,7 +299,7 @@ class PciDmaPort:
         return s
 
 
-INTERRUPT_WINDOW = 0xFEE0_0000
+INTERRUPT_WINDOW: Final = 0xFEE0_0000
 
 
 def _decoded_bases(topology: Topology) -> list[int]:

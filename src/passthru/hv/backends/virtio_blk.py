@@ -60,7 +60,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from passthru.errors import ConfigError, PassthruError
 from passthru.guest.drivers.virtio_blk import VirtioBlkDriver
@@ -93,7 +93,7 @@ NotifyMode = Literal["userspace", "ioeventfd", "poll"]
 NOTIFY_MODES: tuple[str, ...] = ("userspace", "ioeventfd", "poll")
 MiB = 1 << 20
 GiB = 1 << 30
-VIRTQUEUE_MAX_SIZE = 1024  # QEMU include/hw/virtio/virtio.h
+VIRTQUEUE_MAX_SIZE: Final = 1024  # QEMU include/hw/virtio/virtio.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class VirtioBlkCosts:
             raise ConfigError("virtio_blk_costs.poll_interval_ns must be positive")
 
 
-DEFAULT_VIRTIO_BLK_COSTS = VirtioBlkCosts()
+DEFAULT_VIRTIO_BLK_COSTS: Final = VirtioBlkCosts()
 
 Done = Callable[[int, bytes | None], None]
 

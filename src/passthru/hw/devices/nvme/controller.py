@@ -32,7 +32,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from passthru.hw.devices.nvme import commands as C
 from passthru.hw.devices.nvme.namespace import MediaProfile, Namespace
@@ -56,18 +56,18 @@ from passthru.hw.devices.nvme.regs import (
 from passthru.sim import Environment
 
 Done = Callable[[int, bytes | None], None]
-SUCCESS = 0
-_LBA_RANGE = C.status_field(C.GenericStatus.LBA_OUT_OF_RANGE)
-_XFER_ERR = C.status_field(C.GenericStatus.DATA_TRANSFER_ERROR)
-_INVALID_FIELD = C.status_field(C.GenericStatus.INVALID_FIELD)
-_INVALID_OPCODE = C.status_field(C.GenericStatus.INVALID_OPCODE)
-_INVALID_NS = C.status_field(C.GenericStatus.INVALID_NAMESPACE)
-_SQE_UNPACK = C.SQE_HEAD.unpack
-_CQE_PACK = C.CQE.pack
+SUCCESS: Final = 0
+_LBA_RANGE: Final = C.status_field(C.GenericStatus.LBA_OUT_OF_RANGE)
+_XFER_ERR: Final = C.status_field(C.GenericStatus.DATA_TRANSFER_ERROR)
+_INVALID_FIELD: Final = C.status_field(C.GenericStatus.INVALID_FIELD)
+_INVALID_OPCODE: Final = C.status_field(C.GenericStatus.INVALID_OPCODE)
+_INVALID_NS: Final = C.status_field(C.GenericStatus.INVALID_NAMESPACE)
+_SQE_UNPACK: Final = C.SQE_HEAD.unpack
+_CQE_PACK: Final = C.CQE.pack
 # Plain ints for the per-command checks (an IntEnum member lookup costs more than the test).
 _FLUSH, _WRITE, _READ = int(C.IoOpcode.FLUSH), int(C.IoOpcode.WRITE), int(C.IoOpcode.READ)
-_PAGE = C.PAGE
-_CSTS_RDY = int(Csts.RDY)  # an IntFlag operand makes `&` build a flag object (~0.5 us)
+_PAGE: Final = C.PAGE
+_CSTS_RDY: Final = int(Csts.RDY)  # an IntFlag operand makes `&` build a flag object (~0.5 us)
 
 
 def _cs(sc: int) -> int:
@@ -555,4 +555,4 @@ class NvmeController:
             ns.load(state.media)
 
 
-BAR0_BYTES = BAR0_SIZE
+BAR0_BYTES: Final = BAR0_SIZE

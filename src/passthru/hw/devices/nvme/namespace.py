@@ -36,7 +36,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, fields, replace
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from passthru.errors import ConfigError
 
@@ -109,7 +109,7 @@ def media_profile(name: str) -> MediaProfile:
                           ) from None
 
 
-_end = itemgetter(1)  # the end of a link reservation (start, end)
+_end: Final = itemgetter(1)  # the end of a link reservation (start, end)
 
 
 class Namespace:

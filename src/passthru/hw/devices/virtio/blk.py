@@ -33,6 +33,7 @@ import copy
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final
 
 from passthru.errors import ConfigError
 from passthru.hw.devices.virtio import Feature, bit
@@ -44,11 +45,11 @@ from passthru.hw.devices.virtio.virtqueue import (
     SplitLayout,
 )
 
-SECTOR_SIZE = 512  # 5.2.6: "sector" is always in 512-byte units
-VIRTIO_ID_BLOCK = 2  # 5 Device Types
-VIRTIO_BLK_ID_BYTES = 20
-OUTHDR = struct.Struct("<IIQ")  # struct virtio_blk_outhdr
-CONFIG_SIZE = 0x48
+SECTOR_SIZE: Final = 512  # 5.2.6: "sector" is always in 512-byte units
+VIRTIO_ID_BLOCK: Final = 2  # 5 Device Types
+VIRTIO_BLK_ID_BYTES: Final = 20
+OUTHDR: Final = struct.Struct("<IIQ")  # struct virtio_blk_outhdr
+CONFIG_SIZE: Final = 0x48
 
 
 class BlkFeature(IntEnum):
@@ -85,14 +86,14 @@ class BlkStatus(IntEnum):
 
 
 # struct virtio_blk_config field offsets (5.2.4)
-CFG_CAPACITY = 0x00  # le64
-CFG_SIZE_MAX = 0x08  # le32
-CFG_SEG_MAX = 0x0C  # le32
-CFG_GEOMETRY = 0x10  # le16 cylinders, u8 heads, u8 sectors
-CFG_BLK_SIZE = 0x14  # le32
-CFG_TOPOLOGY = 0x18  # u8 physical_block_exp, u8 alignment_offset, le16 min_io, le32 opt_io
-CFG_WRITEBACK = 0x20  # u8
-CFG_NUM_QUEUES = 0x22  # le16
+CFG_CAPACITY: Final = 0x00  # le64
+CFG_SIZE_MAX: Final = 0x08  # le32
+CFG_SEG_MAX: Final = 0x0C  # le32
+CFG_GEOMETRY: Final = 0x10  # le16 cylinders, u8 heads, u8 sectors
+CFG_BLK_SIZE: Final = 0x14  # le32
+CFG_TOPOLOGY: Final = 0x18  # u8 physical_block_exp, u8 alignment_offset, le16 min_io, le32 opt_io
+CFG_WRITEBACK: Final = 0x20  # u8
+CFG_NUM_QUEUES: Final = 0x22  # le16
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,18 +34,18 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntFlag
-from typing import Protocol
+from typing import Final, Protocol
 
 # virtio 1.2, 2.7.5: struct virtq_desc { le64 addr; le32 len; le16 flags; le16 next; }
-DESC_SIZE = 16
-DESC_ALIGN = 16
-AVAIL_ALIGN = 2
-USED_ALIGN = 4
-USED_ELEM_SIZE = 8  # struct virtq_used_elem { le32 id; le32 len; }
-MAX_QUEUE_SIZE = 32768  # 2.7: queue size is a power of two, at most 32768
+DESC_SIZE: Final = 16
+DESC_ALIGN: Final = 16
+AVAIL_ALIGN: Final = 2
+USED_ALIGN: Final = 4
+USED_ELEM_SIZE: Final = 8  # struct virtq_used_elem { le32 id; le32 len; }
+MAX_QUEUE_SIZE: Final = 32768  # 2.7: queue size is a power of two, at most 32768
 
-_DESC = struct.Struct("<QIHH")
-_ELEM = struct.Struct("<II")
+_DESC: Final = struct.Struct("<QIHH")
+_ELEM: Final = struct.Struct("<II")
 
 
 class DescFlags(IntFlag):
@@ -56,8 +56,8 @@ class DescFlags(IntFlag):
     INDIRECT = 4  # VIRTQ_DESC_F_INDIRECT: the buffer is a table of descriptors
 
 
-VIRTQ_AVAIL_F_NO_INTERRUPT = 1  # 2.7.6: driver asks the device not to interrupt
-VIRTQ_USED_F_NO_NOTIFY = 1  # 2.7.8: device asks the driver not to notify
+VIRTQ_AVAIL_F_NO_INTERRUPT: Final = 1  # 2.7.6: driver asks the device not to interrupt
+VIRTQ_USED_F_NO_NOTIFY: Final = 1  # 2.7.8: device asks the driver not to notify
 
 
 class RingMemory(Protocol):

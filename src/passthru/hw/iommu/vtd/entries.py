@@ -20,17 +20,18 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import Final
 
-MASK64 = (1 << 64) - 1
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-PAGE_4K = 1 << 12
-PAGE_2M = 1 << 21
-PAGE_1G = 1 << 30
-SL_LEVEL_BITS = 9  # QEMU VTD_SL_LEVEL_BITS
-SL_ENTRIES = 512
-ENTRY_SIZE = 16  # root, context and IRTE entries are 128 bits
-TABLE_ENTRIES = 256  # root/context entries per 4 KiB table
+MASK64: Final = (1 << 64) - 1
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
+PAGE_4K: Final = 1 << 12
+PAGE_2M: Final = 1 << 21
+PAGE_1G: Final = 1 << 30
+SL_LEVEL_BITS: Final = 9  # QEMU VTD_SL_LEVEL_BITS
+SL_ENTRIES: Final = 512
+ENTRY_SIZE: Final = 16  # root, context and IRTE entries are 128 bits
+TABLE_ENTRIES: Final = 256  # root/context entries per 4 KiB table
 
 
 def haw_mask(haw: int) -> int:
@@ -48,8 +49,8 @@ def level_page_size(level: int) -> int:
 
 
 # ---------------------------------------------------------------------- root entry (9.1)
-ROOT_ENTRY_P = 1
-ROOT_ENTRY_CTP = MASK64 & ~0xFFF
+ROOT_ENTRY_P: Final = 1
+ROOT_ENTRY_CTP: Final = MASK64 & ~0xFFF
 
 
 def root_entry_rsvd(haw: int) -> tuple[int, int]:
@@ -112,14 +113,14 @@ class AddressWidth(IntEnum):
         raise ValueError(f"address width {bits} is not 39, 48 or 57 bits")
 
 
-CONTEXT_ENTRY_P = 1 << 0
-CONTEXT_ENTRY_FPD = 1 << 1
-CONTEXT_ENTRY_TT_SHIFT = 2
-CONTEXT_ENTRY_TT = 3 << CONTEXT_ENTRY_TT_SHIFT
-CONTEXT_ENTRY_SLPTPTR = MASK64 & ~0xFFF
-CONTEXT_ENTRY_AW = 7
-CONTEXT_ENTRY_DID_SHIFT = 8
-CONTEXT_ENTRY_RSVD_HI = 0xFFFFFFFFFF000080  # QEMU VTD_CONTEXT_ENTRY_RSVD_HI
+CONTEXT_ENTRY_P: Final = 1 << 0
+CONTEXT_ENTRY_FPD: Final = 1 << 1
+CONTEXT_ENTRY_TT_SHIFT: Final = 2
+CONTEXT_ENTRY_TT: Final = 3 << CONTEXT_ENTRY_TT_SHIFT
+CONTEXT_ENTRY_SLPTPTR: Final = MASK64 & ~0xFFF
+CONTEXT_ENTRY_AW: Final = 7
+CONTEXT_ENTRY_DID_SHIFT: Final = 8
+CONTEXT_ENTRY_RSVD_HI: Final = 0xFFFFFFFFFF000080  # QEMU VTD_CONTEXT_ENTRY_RSVD_HI
 
 
 def context_entry_rsvd(haw: int) -> tuple[int, int]:
@@ -196,8 +197,8 @@ class SlPte(IntFlag):
     TM = 1 << 62
 
 
-SL_RW = int(SlPte.R | SlPte.W)
-SL_IGN_COM = 0xBFF0000000000000  # QEMU VTD_SL_IGN_COM: bits 63 and 61:52 are ignored
+SL_RW: Final = int(SlPte.R | SlPte.W)
+SL_IGN_COM: Final = 0xBFF0000000000000  # QEMU VTD_SL_IGN_COM: bits 63 and 61:52 are ignored
 
 
 def sl_addr_mask(haw: int) -> int:
@@ -257,25 +258,25 @@ class Sq(IntEnum):
     IGNORE_3 = 3  # ignore SID bits 2:0
 
 
-IRTE_P = 1 << 0
-IRTE_FPD = 1 << 1
-IRTE_DM = 1 << 2
-IRTE_RH = 1 << 3
-IRTE_TM = 1 << 4
-IRTE_DLM_SHIFT = 5
-IRTE_URG = 1 << 14  # posted format only
-IRTE_IM = 1 << 15  # IRTE mode: 1 = posted
-IRTE_V_SHIFT = 16
-IRTE_DST_SHIFT = 32
-IRTE_PDA_L_SHIFT = 38  # posted descriptor address bits 31:6 live in 63:38
-IRTE_SQ_SHIFT = 16  # in the upper quadword
-IRTE_SVT_SHIFT = 18
-IRTE_PDA_H_SHIFT = 32
+IRTE_P: Final = 1 << 0
+IRTE_FPD: Final = 1 << 1
+IRTE_DM: Final = 1 << 2
+IRTE_RH: Final = 1 << 3
+IRTE_TM: Final = 1 << 4
+IRTE_DLM_SHIFT: Final = 5
+IRTE_URG: Final = 1 << 14  # posted format only
+IRTE_IM: Final = 1 << 15  # IRTE mode: 1 = posted
+IRTE_V_SHIFT: Final = 16
+IRTE_DST_SHIFT: Final = 32
+IRTE_PDA_L_SHIFT: Final = 38  # posted descriptor address bits 31:6 live in 63:38
+IRTE_SQ_SHIFT: Final = 16  # in the upper quadword
+IRTE_SVT_SHIFT: Final = 18
+IRTE_PDA_H_SHIFT: Final = 32
 
 # Reserved bits (lo, hi) by format; AVAIL 11:8 is software's.
-IRTE_RSVD_REMAPPED = ((0x7 << 12) | (0xFF << 24), MASK64 & ~0xFFFFF)
-IRTE_RSVD_REMAPPED_XAPIC_DST = (0xFF << 32) | (0xFFFF << 48)  # only bits 47:40 hold the id
-IRTE_RSVD_POSTED = ((0x3F << 2) | (0x3 << 12) | (0x3FFF << 24), 0xFFF << 20)
+IRTE_RSVD_REMAPPED: Final = ((0x7 << 12) | (0xFF << 24), MASK64 & ~0xFFFFF)
+IRTE_RSVD_REMAPPED_XAPIC_DST: Final = (0xFF << 32) | (0xFFFF << 48)  # only bits 47:40 hold the id
+IRTE_RSVD_POSTED: Final = ((0x3F << 2) | (0x3 << 12) | (0x3FFF << 24), 0xFFF << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,15 +392,15 @@ def sid_matches(irte_sid: int, sq: int, svt: int, source_id: int) -> bool:
 
 
 # ---------------------------------------------------------------------- posted descriptor (9.12)
-PID_SIZE = 64
-PID_CONTROL = 32  # byte offset of the control quadword (bits 319:256)
-PID_ON = 1 << 0  # outstanding notification
-PID_SN = 1 << 1  # suppress notification
-PID_NV_SHIFT = 16  # notification vector, bits 279:272
-PID_NDST_SHIFT = 32  # notification destination, bits 319:288
-PID_RSVD_CONTROL = (0x3FFF << 2) | (0xFF << 24)
+PID_SIZE: Final = 64
+PID_CONTROL: Final = 32  # byte offset of the control quadword (bits 319:256)
+PID_ON: Final = 1 << 0  # outstanding notification
+PID_SN: Final = 1 << 1  # suppress notification
+PID_NV_SHIFT: Final = 16  # notification vector, bits 279:272
+PID_NDST_SHIFT: Final = 32  # notification destination, bits 319:288
+PID_RSVD_CONTROL: Final = (0x3FFF << 2) | (0xFF << 24)
 # PIR (four quadwords) then the control quadword: one access for an update of both.
-PID_HEAD = struct.Struct("<5Q")
+PID_HEAD: Final = struct.Struct("<5Q")
 assert PID_HEAD.size == PID_CONTROL + 8
 
 
@@ -414,14 +415,14 @@ def pid_control(nv: int, ndst: int, *, on: bool = False, sn: bool = False) -> in
 
 
 # ---------------------------------------------------------------------- MSI (5.1.2, 5.1.3)
-MSI_WINDOW_BASE = 0xFEE00000  # QEMU VTD_INTERRUPT_ADDR_FIRST
-MSI_WINDOW_LAST = 0xFEEFFFFF  # QEMU VTD_INTERRUPT_ADDR_LAST
-MSI_ADDR_IR_EXT_INT = 1 << 4  # interrupt format: 1 = remappable
-MSI_ADDR_IR_SHV = 1 << 3  # subhandle valid
-MSI_ADDR_IR_INDEX2_BIT = 2  # handle[15]
-MSI_ADDR_IR_INDEX1_SHIFT = 5  # handle[14:0] in bits 19:5
-MSI_DATA_SUBHANDLE = 0xFFFF
-MSI_DATA_RESERVED = 0xFFFF0000  # QEMU VTD_IR_MSI_DATA_RESERVED
+MSI_WINDOW_BASE: Final = 0xFEE00000  # QEMU VTD_INTERRUPT_ADDR_FIRST
+MSI_WINDOW_LAST: Final = 0xFEEFFFFF  # QEMU VTD_INTERRUPT_ADDR_LAST
+MSI_ADDR_IR_EXT_INT: Final = 1 << 4  # interrupt format: 1 = remappable
+MSI_ADDR_IR_SHV: Final = 1 << 3  # subhandle valid
+MSI_ADDR_IR_INDEX2_BIT: Final = 2  # handle[15]
+MSI_ADDR_IR_INDEX1_SHIFT: Final = 5  # handle[14:0] in bits 19:5
+MSI_DATA_SUBHANDLE: Final = 0xFFFF
+MSI_DATA_RESERVED: Final = 0xFFFF0000  # QEMU VTD_IR_MSI_DATA_RESERVED
 
 
 def is_interrupt_address(addr: int) -> bool:
@@ -488,22 +489,22 @@ class IotlbGranularity(IntEnum):
     PAGE = 3
 
 
-INV_DESC_TYPE = 0xF
-INV_DESC_G_SHIFT = 4
-INV_DESC_CC_RSVD = (0xFFFC00000000FFC0, MASK64)  # QEMU VTD_INV_DESC_CC_RSVD
-INV_DESC_IOTLB_RSVD = (0xFFFFFFFF0000FF00, 0xF80)  # QEMU VTD_INV_DESC_IOTLB_RSVD_LO/HI
-INV_DESC_IEC_RSVD = (0xFFFF000007FFFFE0, MASK64)
-INV_DESC_WAIT_RSVD = (0xFFFFFF80, 0x3)  # QEMU VTD_INV_DESC_WAIT_RSVD_LO/HI
-INV_DESC_IOTLB_DR = 1 << 7
-INV_DESC_IOTLB_DW = 1 << 6
-INV_DESC_IOTLB_IH = 1 << 6  # in the upper quadword
-INV_DESC_IEC_G_INDEX = 1 << 4  # 1: index-selective, 0: global (Linux QI_IEC_SELECTIVE)
-INV_DESC_IEC_IM_SHIFT = 27
-INV_DESC_IEC_IIDX_SHIFT = 32
-INV_DESC_WAIT_IF = 1 << 4
-INV_DESC_WAIT_SW = 1 << 5
-INV_DESC_WAIT_FN = 1 << 6
-INV_DESC_WAIT_DATA_SHIFT = 32
+INV_DESC_TYPE: Final = 0xF
+INV_DESC_G_SHIFT: Final = 4
+INV_DESC_CC_RSVD: Final = (0xFFFC00000000FFC0, MASK64)  # QEMU VTD_INV_DESC_CC_RSVD
+INV_DESC_IOTLB_RSVD: Final = (0xFFFFFFFF0000FF00, 0xF80)  # QEMU VTD_INV_DESC_IOTLB_RSVD_LO/HI
+INV_DESC_IEC_RSVD: Final = (0xFFFF000007FFFFE0, MASK64)
+INV_DESC_WAIT_RSVD: Final = (0xFFFFFF80, 0x3)  # QEMU VTD_INV_DESC_WAIT_RSVD_LO/HI
+INV_DESC_IOTLB_DR: Final = 1 << 7
+INV_DESC_IOTLB_DW: Final = 1 << 6
+INV_DESC_IOTLB_IH: Final = 1 << 6  # in the upper quadword
+INV_DESC_IEC_G_INDEX: Final = 1 << 4  # 1: index-selective, 0: global (Linux QI_IEC_SELECTIVE)
+INV_DESC_IEC_IM_SHIFT: Final = 27
+INV_DESC_IEC_IIDX_SHIFT: Final = 32
+INV_DESC_WAIT_IF: Final = 1 << 4
+INV_DESC_WAIT_SW: Final = 1 << 5
+INV_DESC_WAIT_FN: Final = 1 << 6
+INV_DESC_WAIT_DATA_SHIFT: Final = 32
 
 
 def cc_inv_desc(granularity: int, did: int = 0, sid: int = 0, fm: int = 0) -> tuple[int, int]:

@@ -33,6 +33,7 @@ interrupt-entry cache's finite size, IRTE-posted-interrupt descriptor atomicity 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from passthru.hw.iommu.vtd.entries import (
     IRTE_FPD,
@@ -58,7 +59,7 @@ from passthru.hw.iommu.vtd.entries import (
 from passthru.hw.iommu.vtd.faults import FaultReason, FaultRecord, FaultRecorder
 from passthru.hw.memory import HostMemory
 
-_RESULT_MEMO = 1024  # distinct interrupt results kept for reuse
+_RESULT_MEMO: Final = 1024  # distinct interrupt results kept for reuse
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ A/D bits, zero-length reads, and the paging-structure caches.
 
 from __future__ import annotations
 
+from typing import Final
+
 from passthru.hw.iommu.vtd.entries import (
     CONTEXT_ENTRY_FPD,
     CONTEXT_ENTRY_P,
@@ -66,11 +68,11 @@ from passthru.hw.iommu.vtd.iotlb import (
 )
 from passthru.hw.memory import HostMemory
 
-_R = int(SlPte.R)
-_W = int(SlPte.W)
-_PS = int(SlPte.PS)
-_PAGE_MASK = ~(PAGE_SIZE - 1)
-_LEVEL_STEP = 1 << LEVEL_SHIFT  # IOTLB key base of level n + 1 minus that of level n
+_R: Final = int(SlPte.R)
+_W: Final = int(SlPte.W)
+_PS: Final = int(SlPte.PS)
+_PAGE_MASK: Final = ~(PAGE_SIZE - 1)
+_LEVEL_STEP: Final = 1 << LEVEL_SHIFT  # IOTLB key base of level n + 1 minus that of level n
 
 __all__ = ["DmaRemapper", "Translation"]
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from passthru.hw.iommu.vtd import regs as R
 from passthru.hw.iommu.vtd.entries import (
@@ -64,7 +65,7 @@ from passthru.hw.iommu.vtd.iotlb import CachedContext, ContextCache, Iotlb, Tran
 from passthru.hw.iommu.vtd.translate import DmaRemapper
 from passthru.hw.memory import HostMemory
 
-INVALIDATION_KINDS = (
+INVALIDATION_KINDS: Final = (
     "cc_global",
     "cc_domain",
     "cc_device",
