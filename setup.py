@@ -59,8 +59,9 @@ def _pure() -> bool:
 
 
 def _extensions() -> list:
-    if _pure():
-        return []
+    commands = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    if _pure() or (commands and commands[0] in ("egg_info", "dist_info")):
+        return []  # nothing to compile (metadata needs no extensions: spares a mypy run)
     from mypyc.build import mypycify
 
     # One group: calls between the hot modules stay native. Paths relative to src/, where
