@@ -50,7 +50,7 @@ from pathlib import Path
 
 from bench_sim import _draws, mm1_simpy
 
-import passthru.hw.memory  # one of the compiled modules (setup.py HOT)
+import passthru
 from passthru.hv.backends.nvme_paths import PathConfig, build_path
 from passthru.hw.devices.nvme.namespace import PRESETS
 from passthru.scenarios.fio import FioJob, run_fio
@@ -196,7 +196,7 @@ def main() -> None:
     ap.add_argument("--run-only", type=int, metavar="N", help=argparse.SUPPRESS)
     ap.add_argument("--path", default="passthrough", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.profile and not passthru.hw.memory.__file__.endswith(".py"):
+    if args.profile and passthru.is_compiled():
         # cProfile sees only Python frames: a compiled install puts ~90% under "other".
         print("bench_nvme: --profile needs the pure-Python modules (cProfile does not see "
               "compiled ones): run it with PYTHONPATH=src, or after pip install -e .",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import passthru.hw.memory
+import passthru
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPILED = not passthru.hw.memory.__file__.endswith(".py")  # one of HOT
+COMPILED = passthru.is_compiled()
 needs_compiled = pytest.mark.skipif(
     not COMPILED, reason="pure-Python install (editable or PASSTHRU_PURE=1): nothing compiled")
 
@@ -38,13 +38,18 @@ def test_hot_list_names_existing_modules() -> None:
 
 @needs_compiled
 def test_hot_classes_are_native() -> None:
-    # A native class has no instance __dict__: its attributes are C struct fields.
-    from passthru.hv.cpu import Cpu
-    from passthru.hw.iommu.vtd.unit import DmarUnit
-    from passthru.hw.memory import HostMemory
+    import inspect
 
-    for cls in (Cpu, HostMemory, DmarUnit):
+    from passthru.hv.cpu import Cpu
+    from passthru.hv.vm import Vm
+    from passthru.hw.devices.nvme.controller import NvmeController
+    from passthru.hw.iommu.vtd.unit import DmarUnit
+
+    # Classes without __slots__ in their source: only a native class has no instance dict.
+    for cls in (DmarUnit, Vm, NvmeController):
         assert "__dict__" not in dir(cls), f"{cls.__qualname__} is not a native class"
+    # A native class's methods are compiled, not Python functions (Cpu has __slots__ anyway).
+    assert not inspect.isfunction(Cpu.book)
 
 
 @needs_compiled
@@ -58,10 +63,10 @@ def _demo(tmp_path: Path, pure: bool) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if pure:
         env["PYTHONPATH"] = str(ROOT / "src")  # the sources: no extension modules there
-    which = subprocess.run([sys.executable, "-c", "import passthru.hw.memory as m; "
-                            "print(m.__file__)"], env=env, cwd=tmp_path,
+    which = subprocess.run([sys.executable, "-c", "import passthru; "
+                            "print(passthru.is_compiled())"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout.strip()
-    assert which.endswith(".py") == pure, which
+    assert which == str(not pure), which
     out = subprocess.run([sys.executable, "-m", "passthru.cli.main", "demo", "--json",
                           "--ios", "200", "--seed", "3"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)

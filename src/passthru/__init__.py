@@ -66,6 +66,14 @@ _LAZY = {
 }
 
 
+def is_compiled() -> bool:
+    """True when the per-I/O modules run compiled by mypyc (``pip install .``), False when
+    they run as Python (editable install, ``PASSTHRU_PURE=1`` or ``PYTHONPATH=src``)."""
+    from passthru.hw import memory  # one of setup.py's HOT modules
+
+    return not memory.__file__.endswith(".py")
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -76,6 +84,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "is_compiled",
     "AssignmentError",
     "ConfigError",
     "DumpParseError",
